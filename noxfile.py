@@ -1,0 +1,48 @@
+"""Sessions: `nox -s tests` (what CI runs), `lint`, `train`, `ui`."""
+
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+# The CPU build of torch 2.13.0 for Python 3.11 lies on the project's machines'
+# disk, so this installs in seconds; on a machine with a GPU, install the CUDA
+# build you want into the session first, or change this pin.
+TORCH = "torch==2.13.0"
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+def install_project(session: nox.Session) -> None:
+    # torch first, pinned: an open range lets pip pull a several-GB CUDA build.
+    session.install(TORCH)
+    session.install("-e", ".[dev]")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole suite, slow tests included (plain `pytest` runs the fast ones)."""
+    install_project(session)
+    session.run("pytest", "-m", "slow or not slow", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff==0.17.6")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def train(session: nox.Session) -> None:
+    """`nox -s train -- model=transformer`: python -m src.train with these overrides."""
+    install_project(session)
+    session.run("python", "-m", "src.train", *session.posargs)
+
+
+@nox.session
+def ui(session: nox.Session) -> None:
+    """The MLflow UI on this project's store, on http://127.0.0.1:5000 only."""
+    install_project(session)
+    store = f"sqlite:///{ROOT / 'mlruns' / 'mlflow.db'}"
+    session.run("mlflow", "ui", "--backend-store-uri", store, "--host", "127.0.0.1", "--port", "5000")

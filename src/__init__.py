@@ -1,0 +1,14 @@
+"""triad: compare architectures, losses and optimizers with evidence."""
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+# The repository root (the folder holding conf/ and mlruns/). Found from this file
+# so that runs land in the project's store wherever the command is started.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# `${triad_root:}` in conf/paths/default.yaml. Registered on import so that every
+# process running a job (joblib and submitit workers too) can resolve it.
+if not OmegaConf.has_resolver("triad_root"):
+    OmegaConf.register_new_resolver("triad_root", lambda: str(PROJECT_ROOT))

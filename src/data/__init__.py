@@ -1,0 +1,1 @@
+"""Data modules: one per data set, each exposing a DataSpec after setup()."""

@@ -1,0 +1,129 @@
+"""The shared part of every data module: fixed splits, held as tensors, batched by seed."""
+
+import math
+
+import pytorch_lightning as pl
+import torch
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader, Sampler, TensorDataset
+
+from src.data.spec import DataSpec
+
+SPLITS = ("train", "val", "test")
+
+
+class SeededShuffle(Sampler):
+    """A fresh permutation each epoch, from (seed, epoch) alone.
+
+    Lightning calls set_epoch before every epoch, so a resumed run sees the same
+    batches as an uninterrupted one, and the in-memory and DataLoader paths agree.
+    """
+
+    def __init__(self, num_items: int, seed: int, shuffle: bool):
+        self.num_items, self.seed, self.shuffle, self.epoch = num_items, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.num_items)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.num_items, generator=generator)
+
+    def __iter__(self):
+        return iter(self.order().tolist())
+
+    def __len__(self) -> int:
+        return self.num_items
+
+
+class InMemoryBatches:
+    """Batches cut from tensors that already sit on the training device.
+
+    For data that fits in memory this replaces a DataLoader: no worker processes,
+    no per-example collate, one index operation per batch.
+    """
+
+    # Lightning looks for a DataLoader's `sampler` (to call set_epoch on it each
+    # epoch) and `batch_sampler`; this iterable offers both under those names.
+    batch_sampler = None
+
+    def __init__(self, tensors: tuple[torch.Tensor, ...], batch_size: int, sampler: SeededShuffle):
+        self.tensors, self.batch_size, self.sampler = tensors, batch_size, sampler
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+    def __iter__(self):
+        order = self.sampler.order().to(self.tensors[0].device)
+        for start in range(0, len(order), self.batch_size):
+            index = order[start : start + self.batch_size]
+            yield tuple(t[index] for t in self.tensors)
+
+
+def split_indices(labels, val_fraction: float, test_fraction: float, seed: int, stratify: bool):
+    """Index arrays for train/val/test, fixed by the seed and the fractions."""
+    indices = torch.arange(len(labels)).numpy()
+    by_label = labels if stratify else None
+    rest, test = train_test_split(indices, test_size=test_fraction, random_state=seed, stratify=by_label)
+    rest_labels = labels[rest] if stratify else None
+    train, val = train_test_split(
+        rest, test_size=val_fraction / (1 - test_fraction), random_state=seed, stratify=rest_labels
+    )
+    return {"train": train, "val": val, "test": test}
+
+
+class TensorDataModule(pl.LightningDataModule):
+    """A data module whose splits fit in memory as (inputs, targets) tensors.
+
+    Subclasses implement load(), returning the three splits and the DataSpec.
+    batch_size "full" puts the whole training split in one batch (batch gradient
+    descent); 1 is stochastic gradient descent; anything between is mini-batch.
+    """
+
+    def __init__(self, batch_size: int | str, use_dataloader: bool = False):
+        super().__init__()
+        self.batch_size = batch_size
+        self.use_dataloader = use_dataloader
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.spec: DataSpec | None = None
+
+    def load(self) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], DataSpec]:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.spec is None:  # Lightning calls setup again inside fit: load once
+            self.splits, self.spec = self.load()
+
+    def split_size(self, split: str) -> int:
+        return len(self.splits[split][0])
+
+    def resolved_batch_size(self) -> int:
+        if self.batch_size == "full":
+            return self.split_size("train")
+        return int(self.batch_size)
+
+    def _batches(self, split: str, shuffle: bool):
+        tensors = self.splits[split]
+        # torch.initial_seed() is the run's seed after seed_everything: batch
+        # order follows the run's seed without a second setting.
+        sampler = SeededShuffle(len(tensors[0]), torch.initial_seed(), shuffle)
+        batch_size = self.resolved_batch_size()
+        distributed = self.trainer is not None and self.trainer.world_size > 1
+        if self.use_dataloader or distributed:
+            # Lightning shards a DataLoader's sampler across processes itself.
+            return DataLoader(TensorDataset(*tensors), batch_size=batch_size, sampler=sampler)
+        if self.trainer is not None:
+            device = self.trainer.strategy.root_device
+            tensors = tuple(t.to(device) for t in tensors)
+        return InMemoryBatches(tensors, batch_size, sampler)
+
+    def train_dataloader(self):
+        return self._batches("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._batches("val", shuffle=False)
+
+    def test_dataloader(self):
+        return self._batches("test", shuffle=False)

@@ -1,0 +1,94 @@
+"""`python -m src.train`: train one experiment from composed configs and record it in MLflow.
+
+    python -m src.train                                  # MLP on digits
+    python -m src.train model=transformer data=sentiment
+    python -m src.train -m model=mlp,transformer seed=0,1
+"""
+
+import sys
+import time
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from src.validate import ConfigError, validate
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Train, test on the best checkpoint, record; return the best objective value."""
+    hydra_cfg = HydraConfig.get()
+    choices, overrides = dict(hydra_cfg.runtime.choices), list(hydra_cfg.overrides.task)
+    validate(cfg, choices)
+
+    # Heavy imports after validation: `--help` and a bad config answer at once.
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from src import console, tracking
+    from src.module import ExperimentModule, objective_of
+
+    console.print_config(cfg, choices)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    spec = datamodule.spec  # the data decides every dimension of the model
+    net = instantiate(cfg.model)(**spec.model_dims())
+    num_params = sum(p.numel() for p in net.parameters())
+    optimizer = instantiate(cfg.optimizer)
+    scheduler = instantiate(cfg.scheduler) if cfg.scheduler else None
+    module = ExperimentModule(net, instantiate(cfg.loss), optimizer, scheduler, spec)
+    objective, mode = objective_of(cfg.objective, spec.task)
+
+    client = run_id = None
+    logger = False
+    if cfg.logger:
+        client, run_id = tracking.start_run(
+            cfg, choices, overrides,
+            extra_params={"model.num_params": num_params, "data.train_size": datamodule.split_size("train")},
+            extra_tags={"triad.objective": objective, "triad.task": spec.task},
+        )
+        logger = instantiate(cfg.logger, run_id=run_id)
+    console.print_start(choices, num_params, run_id)
+
+    checkpoint = ModelCheckpoint(
+        dirpath=f"{cfg.paths.output_dir}/checkpoints", filename="best", monitor=objective, mode=mode, save_last=True
+    )
+    callbacks = [checkpoint, *(instantiate(c) for c in (cfg.callbacks or {}).values())]
+    trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+
+    with tracking.run_status(client, run_id):
+        started = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        fit_seconds = time.perf_counter() - started
+        best_path = checkpoint.best_model_path or None
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=best_path, verbose=False)[0]
+        best = checkpoint.best_model_score
+        best = float(best) if best is not None else float(trainer.callback_metrics.get(objective, float("nan")))
+        if client is not None:
+            summary = {"time/fit_s": fit_seconds, f"{objective}_best": best}
+            tracking.log_metrics(client, run_id, summary, step=trainer.global_step)
+            confusion = module.test_confusion.compute() if module.test_confusion is not None else None
+            tracking.log_results(
+                client, run_id, cfg, overrides, best_path, objective, confusion, spec.class_names
+            )
+    console.print_summary(results, objective, best, run_id, cfg)
+    return best
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        return train(cfg)
+    except ConfigError as error:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the sweep records this job as failed and goes on
+        print(error, file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Shared test helpers: compose the real config, shrink it, run it for real.
+
+Every run in the tests writes into a temporary folder (paths.mlruns_dir), never
+into the project's own mlruns/.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from src import PROJECT_ROOT
+
+CONF_DIR = PROJECT_ROOT / "conf"
+
+
+def config_options(group: str) -> list[str]:
+    """The option names of a config group: the file names in conf/<group>/."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def compose_config(overrides: list[str], mlruns_dir: Path):
+    """The config `python -m src.train <overrides>` would see, ready for train(cfg)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.mlruns_dir={mlruns_dir}", *overrides], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(mlruns_dir / "outputs")
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def run_train(args: list[str], mlruns_dir: Path, env: dict | None = None, check: bool = True, timeout: int = 600):
+    """`python -m src.train <args>` in a subprocess, as a user runs it."""
+    # A developer's own MLFLOW_TRACKING_URI must not receive test runs.
+    full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    full_env.update({"PYTHONUNBUFFERED": "1", **(env or {})})
+    result = subprocess.run(
+        # flags (-m, --cfg) before the overrides, as Hydra's command line wants them
+        [sys.executable, "-m", "src.train", *[a for a in args if a.startswith("-")],
+         f"paths.mlruns_dir={mlruns_dir}", *[a for a in args if not a.startswith("-")]],
+        cwd=PROJECT_ROOT, env=full_env, capture_output=True, text=True, timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-5000:]}\nSTDERR:\n{result.stderr[-5000:]}")
+    return result
+
+
+def store_uri(mlruns_dir: Path) -> str:
+    return f"sqlite:///{mlruns_dir}/mlflow.db"
+
+
+@pytest.fixture
+def mlruns(tmp_path) -> Path:
+    """A fresh, empty place for a test's MLflow store, artifacts and outputs."""
+    path = tmp_path / "mlruns"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _no_outside_tracking_uri(monkeypatch):
+    # A developer's own MLFLOW_TRACKING_URI must not send test runs to their server.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -1,0 +1,103 @@
+"""Training end to end: every model on every data set it can read, and the MLflow record."""
+
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from src.train import train
+from src.validate import DATA, MODELS
+from tests.conftest import compose_config, config_options, run_train, store_uri
+
+COMPATIBLE = [
+    pytest.param(model, data, id=f"{model}-{data}")
+    for model in config_options("model")
+    for data in config_options("data")
+    if model in MODELS and data in DATA and DATA[data][0] in MODELS[model][0] and DATA[data][1] in MODELS[model][1]
+]
+
+
+@pytest.mark.parametrize("model,data", COMPATIBLE)
+def test_every_model_trains_one_batch_on_every_data_it_reads(model, data, mlruns):
+    cfg = compose_config([f"model={model}", f"data={data}", "debug=fast", "callbacks=none"], mlruns)
+    train(cfg)
+
+
+def finished_runs(mlruns: Path):
+    client = MlflowClient(store_uri(mlruns))
+    experiment = client.get_experiment_by_name("triad")
+    return client, client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def artifact_paths(client: MlflowClient, run_id: str, path: str = "") -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def check_record(client: MlflowClient, run, choices: dict[str, str], metrics: list[str]) -> None:
+    assert run.info.status == "FINISHED"
+    for group, option in choices.items():
+        assert run.data.params[group] == option
+    assert "optimizer.lr" in run.data.params and "model.num_params" in run.data.params
+    for name in metrics:
+        assert name in run.data.metrics, f"{name} missing from {sorted(run.data.metrics)}"
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) >= 2
+    assert "triad.overrides" in run.data.tags
+    artifacts = artifact_paths(client, run.info.run_id)
+    expected = {"config.yaml", "checkpoints/best.ckpt", "plots/learning_curves.png", "plots/confusion_matrix.png"}
+    assert expected <= artifacts, f"missing {expected - artifacts}"
+
+
+def test_a_run_writes_its_mlflow_record(mlruns):
+    result = run_train(["trainer.max_epoch=2"], mlruns, check=False)
+    # A misspelled key is refused by Hydra itself, before any run is created.
+    assert result.returncode != 0 and "max_epoch" in result.stderr
+    assert not (mlruns / "mlflow.db").exists()
+    run_train(["trainer.max_epochs=2", "callbacks=none"], mlruns)
+    client, runs = finished_runs(mlruns)
+    assert len(runs) == 1
+    check_record(
+        client, runs[0],
+        {"model": "mlp", "data": "digits", "loss": "cross_entropy", "optimizer": "adam", "scheduler": "none"},
+        ["train/loss", "val/loss", "val/acc", "test/acc", "test/f1"],
+    )
+    assert runs[0].info.run_name == "mlp-cross_entropy-adam-s0"
+
+
+@pytest.mark.slow
+def test_default_run_reaches_95_percent_on_digits(mlruns):
+    result = run_train([], mlruns)
+    assert "mlflow ui --backend-store-uri" in result.stdout
+    _, runs = finished_runs(mlruns)
+    assert runs[0].data.metrics["test/acc"] >= 0.95
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args,choices",
+    [
+        (["model=transformer"], {"model": "transformer", "data": "digits"}),
+        (
+            ["data=sentiment", "model=transformer", "optimizer=sgd", "loss=mse"],
+            {"model": "transformer", "data": "sentiment", "optimizer": "sgd", "loss": "mse"},
+        ),
+    ],
+)
+def test_issue_commands_leave_a_finished_run(args, choices, mlruns):
+    run_train([*args, "trainer.max_epochs=3"], mlruns)
+    client, runs = finished_runs(mlruns)
+    assert len(runs) == 1
+    check_record(client, runs[0], choices, ["train/loss", "val/loss", "val/acc", "test/acc"])
+
+
+@pytest.mark.slow
+def test_multirun_records_one_run_per_job(mlruns):
+    run_train(["-m", "model=mlp,transformer", "seed=0,1", "trainer.max_epochs=1", "callbacks=none"], mlruns)
+    _, runs = finished_runs(mlruns)
+    assert sorted(r.info.run_name for r in runs) == [
+        "mlp-cross_entropy-adam-s0", "mlp-cross_entropy-adam-s1",
+        "transformer-cross_entropy-adam-s0", "transformer-cross_entropy-adam-s1",
+    ]
+    assert all(r.info.status == "FINISHED" for r in runs)
