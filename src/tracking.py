@@ -13,7 +13,7 @@ from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from omegaconf import DictConfig, OmegaConf
 
 from src import PROJECT_ROOT

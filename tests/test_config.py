@@ -34,7 +34,7 @@ def test_yaml_keys_are_parameters_of_the_target(group, option, mlruns):
 @pytest.mark.parametrize("option", config_options("model"))
 def test_models_take_no_dimension_the_data_knows(option):
     node = OmegaConf.load(CONF_DIR / "model" / f"{option}.yaml")
-    typed = {"input_kind", "input_shape", "output_size", "vocab_size"} & set(node)
+    typed = {"input_kind", "input_shape", "output_size", "vocab_size", "task"} & set(node)
     assert not typed, f"conf/model/{option}.yaml types {typed}: these come from the DataSpec"
 
 

@@ -38,4 +38,5 @@ class DataSpec:
             "input_shape": tuple(self.input_shape),
             "output_size": self.output_size,
             "vocab_size": self.vocab_size,
+            "task": self.task,
         }

@@ -18,6 +18,7 @@ class MLP(nn.Module):
         input_shape: tuple[int, ...],
         output_size: int,
         vocab_size: int = 0,
+        task: str = "multiclass",
         hidden_size: int = 128,
         num_layers: int = 2,
         activation: str = "relu",

@@ -73,6 +73,7 @@ class Transformer(nn.Module):
         input_shape: tuple[int, ...],
         output_size: int,
         vocab_size: int = 0,
+        task: str = "multiclass",
         d_model: int = 64,
         num_heads: int = 4,
         num_layers: int = 2,
