@@ -9,10 +9,14 @@ from omegaconf import DictConfig
 DATA = {
     "digits": ("image", "multiclass"),
     "sentiment": ("tokens", "multiclass"),
+    "iris": ("features", "multiclass"),
+    "breast_cancer": ("features", "binary"),
+    "diabetes": ("features", "regression"),
 }
 # What each model option reads and which tasks its output can serve.
 CLASSIFY_OR_REGRESS = {"multiclass", "binary", "regression"}
 MODELS = {
+    "linear": ({"features", "image"}, CLASSIFY_OR_REGRESS),
     "mlp": ({"features", "image", "tokens"}, CLASSIFY_OR_REGRESS),
     "transformer": ({"features", "image", "tokens"}, CLASSIFY_OR_REGRESS),
 }

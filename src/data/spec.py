@@ -10,8 +10,9 @@ TASKS = ("multiclass", "binary", "regression", "language_model", "reconstruction
 class DataSpec:
     """The facts a model and a loss need, so that no user types a dimension.
 
-    input_shape is (num_features,) for features, (channels, height, width) for
-    images and (seq_len,) for tokens. output_size is the number of classes for
+    input_shape is (num_features,) for features, or (steps, num_features) for a
+    sequence of feature vectors; (channels, height, width) for images and
+    (seq_len,) for tokens. output_size is the number of classes for
     multiclass, 1 for binary and regression, the vocabulary for language models
     and the number of input values for reconstruction. Token id 0 is padding.
     """

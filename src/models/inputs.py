@@ -32,7 +32,8 @@ class FlatInput(nn.Module):
 
 class SequenceInput(nn.Module):
     """Any input as a sequence of dim-sized vectors (B, T, dim): tokens embedded,
-    an image read row by row, a feature vector read one feature per step."""
+    an image read row by row, a feature vector (F,) read one feature per step,
+    a sequence of feature vectors (T, F) read one vector per step."""
 
     def __init__(self, input_kind: str, input_shape: tuple[int, ...], vocab_size: int, dim: int):
         super().__init__()
@@ -44,6 +45,9 @@ class SequenceInput(nn.Module):
             channels, height, width = input_shape
             self.project = nn.Linear(channels * width, dim)
             self.seq_len = height
+        elif len(input_shape) == 2:  # features (T, F): already a sequence
+            self.project = nn.Linear(input_shape[1], dim)
+            self.seq_len = input_shape[0]
         else:
             self.project = nn.Linear(1, dim)
             self.seq_len = input_shape[0]
@@ -51,7 +55,7 @@ class SequenceInput(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_kind == "image":
             x = x.permute(0, 2, 1, 3).flatten(2)  # (B, C, H, W) -> (B, H, C*W): one row per step
-        elif self.input_kind == "features":
+        elif self.input_kind == "features" and x.dim() == 2:
             x = x.unsqueeze(-1)  # (B, F) -> (B, F, 1): one feature per step
         return self.project(x)  # (B, T, dim)
 
