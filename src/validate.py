@@ -15,10 +15,18 @@ DATA = {
 }
 # What each model option reads and which tasks its output can serve.
 CLASSIFY_OR_REGRESS = {"multiclass", "binary", "regression"}
+ANY_INPUT = {"features", "image", "tokens"}
 MODELS = {
     "linear": ({"features", "image"}, CLASSIFY_OR_REGRESS),
     "mlp": ({"features", "image", "tokens"}, CLASSIFY_OR_REGRESS),
     "transformer": ({"features", "image", "tokens"}, CLASSIFY_OR_REGRESS),
+    "bow": ({"tokens"}, CLASSIFY_OR_REGRESS),
+    "cnn": (ANY_INPUT, CLASSIFY_OR_REGRESS),
+    "rnn": (ANY_INPUT, CLASSIFY_OR_REGRESS | {"language_model"}),
+    "lstm": (ANY_INPUT, CLASSIFY_OR_REGRESS | {"language_model"}),
+    "gru": (ANY_INPUT, CLASSIFY_OR_REGRESS | {"language_model"}),
+    "gpt": ({"tokens"}, {"language_model"}),
+    "vae": ({"features", "image"}, {"reconstruction"}),
 }
 # Which tasks each loss option fits.
 LOSSES = {

@@ -26,6 +26,8 @@ class MLP(nn.Module):
         embed_dim: int = 32,
     ):
         super().__init__()
+        if task not in ("multiclass", "binary", "regression"):
+            raise ValueError(f"model=mlp serves classification and regression, not task={task!r}")
         self.inputs = FlatInput(input_kind, input_shape, vocab_size, embed_dim)
         layers, width = [], self.inputs.size
         for _ in range(num_layers):

@@ -82,6 +82,8 @@ class Transformer(nn.Module):
         pooling: str = "mean",
     ):
         super().__init__()
+        if task not in ("multiclass", "binary", "regression"):
+            raise ValueError(f"model=transformer serves classification and regression, not task={task!r}; try model=gpt")
         if pooling not in ("mean", "first"):
             raise ValueError(f"pooling {pooling!r} is not one of ['first', 'mean']")
         self.pooling = pooling
