@@ -87,6 +87,13 @@ class UserDataModule(TensorDataModule):
         table, where = self.read()
         if not where:
             raise DataError(f"{self.source} has a header but no rows")
+        named = [(self.target_column, "target"), (self.text_column, "text"), (self.split_column, "split")]
+        named += [(name, "feature") for name in self.feature_columns or []]
+        for name, role in named:
+            if name is not None:
+                self._column(table, name, role)  # every missing column is named before any work
+        if self.split_column is None and len(where) < 10:
+            raise DataError(f"{self.source} has {len(where)} rows; splitting needs at least 10 (or a split_column)")
         raw_targets = self._column(table, self.target_column, "target")
         for row, value in enumerate(raw_targets):
             if value.strip() == "":
@@ -135,7 +142,9 @@ class UserDataModule(TensorDataModule):
         if self.split_column is None:
             labels = targets.numpy()
             # Stratify classes when each has enough examples to reach every split.
-            stratify = task != "regression" and np.bincount(labels).min() >= 5
+            counts = np.bincount(labels) if task != "regression" else np.array([0])
+            smallest_split = len(labels) * min(self.val_fraction, self.test_fraction)
+            stratify = counts.min() >= 5 and smallest_split >= len(counts)
             return split_indices(labels, self.val_fraction, self.test_fraction, self.split_seed, stratify)
         index = {name: [] for name in SPLITS}
         for row, value in enumerate(self._column(table, self.split_column, "split")):
