@@ -195,3 +195,19 @@ def test_adding_target_is_the_sum_of_the_marked_values():
     module.setup()
     assert module.spec.input_shape == (20, 2) and module.spec.task == "regression"
     assert module.splits["train"][1].dtype == torch.float32
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [["data=listops", "model=transformer"], ["data=adding", "model=mlp", "loss=mse"]],
+                         ids=["listops", "adding"])
+def test_generated_sets_train_and_record_their_data(args, mlruns):
+    from mlflow import MlflowClient
+
+    from tests.conftest import run_train, store_uri
+
+    run_train([*args, "data.num_examples=600", "trainer.max_epochs=1", "callbacks=none"], mlruns)
+    client = MlflowClient(store_uri(mlruns))
+    run = client.search_runs([client.get_experiment_by_name("triad").experiment_id])[0]
+    assert run.info.status == "FINISHED"
+    inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
+    assert sorted(inputs) == ["test", "train", "val"] and inputs["train"].name == args[0].split("=")[1]
