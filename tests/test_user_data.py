@@ -91,12 +91,18 @@ def test_a_label_seen_only_in_the_test_split_is_named(tmp_path):
     assert "line 14: label 'awful' is in the test split but never in train" in message
 
 
+@pytest.mark.slow  # three commands, each importing Lightning
 def test_a_bad_csv_stops_the_command_before_any_run(tmp_path, mlruns):
     path = write(tmp_path / "d.csv", GOOD_ROWS + "abc,1\n")
     result = run_train(["data=csv", f"data.path={path}", "data.target_column=y", "debug=fast"], mlruns, check=False)
     assert result.returncode == 2 and "line 14: 'abc'" in result.stderr and "Traceback" not in result.stderr
     result = run_train(["data=csv", "debug=fast"], mlruns, check=False)
     assert result.returncode == 2 and "data.path is required" in result.stderr
+    # the file decides the task (x: regression), checked against the loss before any run
+    path = write(tmp_path / "good.csv", GOOD_ROWS)
+    result = run_train(["data=csv", f"data.path={path}", "data.target_column=x"], mlruns, check=False)
+    assert result.returncode == 2 and "loss=cross_entropy does not fit the regression task" in result.stderr
+    assert not (mlruns / "mlflow.db").exists()
 
 
 def test_hf_reads_a_saved_dataset_from_disk(tmp_path):
