@@ -13,7 +13,7 @@ from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+from mlflow.entities import DatasetInput, InputTag, Metric, Param
 from omegaconf import DictConfig, OmegaConf
 
 from src import PROJECT_ROOT
@@ -106,6 +106,24 @@ def start_run(
     for start in range(0, len(entries), 100):  # MLflow takes at most 100 params per batch
         client.log_batch(run.info.run_id, params=entries[start : start + 100])
     return client, run.info.run_id
+
+
+def log_data(client: MlflowClient, run_id: str, name: str, datamodule) -> None:
+    """Record the run's data set as MLflow dataset inputs, one per split (context
+    train/val/test): name, digest of the tensors, shapes and a local source path
+    (the user's file, else the module that made the data)."""
+    import inspect
+
+    import mlflow.data
+
+    source = getattr(datamodule, "path", None) or inspect.getfile(type(datamodule))
+    inputs = []
+    for split, (x, y) in datamodule.splits.items():
+        dataset = mlflow.data.from_numpy(x.cpu().numpy(), source=str(Path(source).resolve()),
+                                         targets=y.cpu().numpy(), name=name)
+        tags = [InputTag("mlflow.data.context", split)]
+        inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=tags))
+    client.log_inputs(run_id, datasets=inputs)
 
 
 @contextmanager

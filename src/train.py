@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from src.validate import ConfigError, validate
+from src.validate import ConfigError, check_loaded_data, validate
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -36,6 +36,7 @@ def train(cfg: DictConfig) -> float | None:
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     spec = datamodule.spec  # the data decides every dimension of the model
+    check_loaded_data(choices, spec.input_kind, spec.task)  # the user's file may decide the task
     net = instantiate(cfg.model)(**spec.model_dims())
     num_params = sum(p.numel() for p in net.parameters())
     optimizer = instantiate(cfg.optimizer)
@@ -51,6 +52,7 @@ def train(cfg: DictConfig) -> float | None:
             extra_params={"model.num_params": num_params, "data.train_size": datamodule.split_size("train")},
             extra_tags={"triad.objective": objective, "triad.task": spec.task},
         )
+        tracking.log_data(client, run_id, choices.get("data") or "data", datamodule)
         logger = instantiate(cfg.logger, run_id=run_id)
     console.print_start(choices, num_params, run_id)
 

@@ -3,15 +3,22 @@ naming the key, the value and what would work. Imports nothing heavy, so a bad
 command fails in a second.
 """
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-# What each data option gives: (input kind, task).
+# What each data option gives: (input kind, task). None: known only from the
+# config or the file (the user's data); judged from data.task and data.text_column
+# when set, and checked again against the loaded DataSpec before any run.
 DATA = {
     "digits": ("image", "multiclass"),
     "sentiment": ("tokens", "multiclass"),
     "iris": ("features", "multiclass"),
     "breast_cancer": ("features", "binary"),
     "diabetes": ("features", "regression"),
+    "listops": ("tokens", "multiclass"),
+    "adding": ("features", "regression"),
+    "pydoc_lm": ("tokens", "language_model"),
+    "csv": (None, None),
+    "hf": (None, None),
 }
 # What each model option reads and which tasks its output can serve.
 CLASSIFY_OR_REGRESS = {"multiclass", "binary", "regression"}
@@ -49,13 +56,37 @@ def _options_for(table: dict, fits) -> str:
     return ", ".join(names) if names else "none"
 
 
-def compatibility_problems(data: str | None, model: str | None, loss: str | None) -> list[str]:
+def data_facts(data: str | None, data_cfg=None) -> tuple[str | None, str | None]:
+    """(input kind, task) of a data option; for the user's data, from its config (None if unknown)."""
+    kind, task = DATA[data]
+    if data_cfg is not None and kind is None:
+        if not OmegaConf.is_missing(data_cfg, "task") and data_cfg.get("task"):
+            task = data_cfg.task
+        has_text = not OmegaConf.is_missing(data_cfg, "text_column") and data_cfg.get("text_column")
+        kind = "tokens" if has_text else "features"
+    return kind, task
+
+
+def compatibility_problems(data: str | None, model: str | None, loss: str | None, data_cfg=None) -> list[str]:
     """Whether the chosen data, model and loss can work together (options unknown
-    to the table, e.g. a user's own, are not judged)."""
+    to the table, e.g. a user's own, are not judged; nor is what only the file knows)."""
     problems = []
     if data not in DATA:
         return problems
-    kind, task = DATA[data]
+    kind, task = data_facts(data, data_cfg)
+    return problems if task is None else _judge(data, kind, task, model, loss)
+
+
+def check_loaded_data(choices: dict[str, str], input_kind: str, task: str) -> None:
+    """After loading, before any run: the data's real kind and task against the model and loss
+    (for the user's data, where the file decides them)."""
+    problems = _judge(choices.get("data"), input_kind, task, choices.get("model"), choices.get("loss"))
+    if problems:
+        raise ConfigError(problems)
+
+
+def _judge(data, kind: str, task: str, model: str | None, loss: str | None) -> list[str]:
+    problems = []
     if model in MODELS:
         inputs, tasks = MODELS[model]
         if kind not in inputs or task not in tasks:
@@ -83,6 +114,9 @@ def value_problems(cfg: DictConfig) -> list[str]:
     dropout = cfg.model.get("dropout")
     if dropout is not None and (not isinstance(dropout, int | float) or not 0 <= dropout < 1):
         problems.append(f"model.dropout={dropout!r}: must be in [0, 1).")
+    for key in cfg.data or {}:
+        if OmegaConf.is_missing(cfg.data, key):
+            problems.append(f"data.{key} is required: set it on the command line, e.g. data.{key}=...")
     max_epochs = cfg.trainer.get("max_epochs")
     if max_epochs is not None and (not isinstance(max_epochs, int) or max_epochs < 1):
         problems.append(f"trainer.max_epochs={max_epochs!r}: must be an integer >= 1.")
@@ -92,6 +126,6 @@ def value_problems(cfg: DictConfig) -> list[str]:
 def validate(cfg: DictConfig, choices: dict[str, str]) -> None:
     """Raise ConfigError listing every problem of the config, or return None."""
     problems = value_problems(cfg)
-    problems += compatibility_problems(choices.get("data"), choices.get("model"), choices.get("loss"))
+    problems += compatibility_problems(choices.get("data"), choices.get("model"), choices.get("loss"), cfg.data)
     if problems:
         raise ConfigError(problems)

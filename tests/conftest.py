@@ -69,3 +69,34 @@ def mlruns(tmp_path) -> Path:
 def _no_outside_tracking_uri(monkeypatch):
     # A developer's own MLFLOW_TRACKING_URI must not send test runs to their server.
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def write_user_data(folder: Path, num_rows: int = 300) -> dict[str, list[str]]:
+    """A small text-classification CSV and the same rows saved as a Hugging Face
+    data set (from the sentiment generator; no network). Returns, per user-data
+    option, the overrides that point it at them."""
+    import csv
+
+    from src.data.sentiment import CLASS_NAMES, generate
+
+    texts, labels = generate(num_rows, seed=5)
+    rows = {"review": texts, "label": [CLASS_NAMES[label] for label in labels]}
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "reviews.csv").open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(rows)
+        writer.writerows(zip(*rows.values(), strict=True))
+    overrides = {"csv": [f"data.path={folder / 'reviews.csv'}", "data.text_column=review", "data.seq_len=32"]}
+    try:
+        import datasets
+    except ImportError:  # the hf extra is not installed: data=hf is tested where it is
+        return overrides
+    datasets.Dataset.from_dict(rows).save_to_disk(str(folder / "reviews_hf"))
+    overrides["hf"] = [f"data.name={folder / 'reviews_hf'}", "data.text_column=review", "data.seq_len=32"]
+    return overrides
+
+
+@pytest.fixture(scope="session")
+def user_data(tmp_path_factory) -> dict[str, list[str]]:
+    """Overrides for data=csv and data=hf pointing at small files made for the session."""
+    return write_user_data(tmp_path_factory.mktemp("user_data"))

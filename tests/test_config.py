@@ -39,8 +39,10 @@ def test_models_take_no_dimension_the_data_knows(option):
 
 
 @pytest.mark.parametrize("option", config_options("data"))
-def test_data_options_build_and_give_a_spec(option, mlruns):
-    cfg = compose_config([f"data={option}"], mlruns)
+def test_data_options_build_and_give_a_spec(option, mlruns, user_data):
+    if option == "hf" and "hf" not in user_data:
+        pytest.skip("data=hf needs the datasets package (the hf extra)")
+    cfg = compose_config([f"data={option}", *user_data.get(option, [])], mlruns)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     assert datamodule.spec is not None

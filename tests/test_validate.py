@@ -25,3 +25,15 @@ def test_a_misspelled_option_lists_the_valid_ones(mlruns):
     result = run_train(["model=mpl"], mlruns, check=False)
     assert result.returncode != 0
     assert "mlp" in result.stderr and "transformer" in result.stderr
+
+
+def test_user_data_is_judged_by_its_configured_task(mlruns):
+    cfg = compose_config(["data=csv", "data.path=x.csv", "data.task=regression", "loss=cross_entropy"], mlruns)
+    with pytest.raises(ConfigError) as caught:
+        validate(cfg, {"data": "csv", "model": "mlp", "loss": "cross_entropy"})
+    assert "loss=cross_entropy does not fit the regression task of data=csv" in str(caught.value)
+    cfg = compose_config(["data=csv", "data.path=x.csv"], mlruns)  # task from the file: checked after loading
+    validate(cfg, {"data": "csv", "model": "mlp", "loss": "cross_entropy"})
+    cfg = compose_config(["data=csv"], mlruns)
+    with pytest.raises(ConfigError, match="data.path is required"):
+        validate(cfg, {"data": "csv", "model": "mlp", "loss": "cross_entropy"})

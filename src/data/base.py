@@ -28,7 +28,8 @@ class SeededShuffle(Sampler):
     def order(self) -> torch.Tensor:
         if not self.shuffle:
             return torch.arange(self.num_items)
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        # modulo: without seed_everything, torch.initial_seed() is a random 64-bit number
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % 2**63)
         return torch.randperm(self.num_items, generator=generator)
 
     def __iter__(self):

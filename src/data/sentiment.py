@@ -1,20 +1,25 @@
 """A generated 3-class sentiment data set in which word order matters.
 
 Each sentence is about a thing (a film, a meal, ...) and is labelled negative (0),
-neutral (1) or positive (2). Four kinds of sentence are drawn:
+neutral (1) or positive (2) from a small lexicon of positive, negative and neutral
+adjectives. Four kinds of sentence are drawn:
 
-- plain: "the film was very good" (the adjective's polarity; neutral adjectives
-  such as "long" give neutral);
+- plain: "the film was very good" (the adjective's polarity; an intensifier such
+  as "very" changes nothing; a neutral adjective such as "long" gives neutral);
 - negated: "the film was not good" flips positive and negative; a negated
   neutral adjective stays neutral;
-- contrast: "the film was good at first but dull in the end" takes the polarity
-  of the clause after "but", so the same bag of words can carry either label;
+- contrast: two clauses of opposite polarity joined so that one of them decides:
+  "good at first but dull in the end" and "although it was good , it was dull"
+  take the second clause, "dull , although it was good" takes the first. Either
+  clause may be negated;
 - factual: "the film was released in may" is neutral.
 
-Contrast sentences make a bag-of-words model guess: their words are the same in
-both orders. A model that reads the order (RNN, LSTM, Transformer) can solve all four.
-Everything is drawn from a random.Random(seed), so the data set is the same on
-every machine.
+Contrast sentences make a bag-of-words model guess: the same words, in another
+order, carry the other label. A model that reads the order (RNN, LSTM,
+Transformer) can solve every kind. Knobs: the share of contrast and negated
+sentences, how many filler phrases lengthen a sentence, and a share of labels
+replaced at random (noise). Sentences are distinct, so no sentence is in two
+splits; everything is drawn from random.Random(seed), the same on every machine.
 """
 
 import random
@@ -27,61 +32,108 @@ from src.data.text import Vocabulary
 
 NEGATIVE, NEUTRAL, POSITIVE = 0, 1, 2
 CLASS_NAMES = ("negative", "neutral", "positive")
+FLIP = {NEGATIVE: POSITIVE, POSITIVE: NEGATIVE, NEUTRAL: NEUTRAL}
 
 THINGS = ["film", "movie", "book", "meal", "hotel", "album", "show", "game", "phone", "concert",
           "service", "story", "trip", "course", "lecture", "restaurant", "camera", "song"]
-POSITIVE_WORDS = ["good", "great", "excellent", "wonderful", "delightful", "enjoyable", "brilliant",
-                  "superb", "pleasant", "charming", "fantastic", "lovely", "impressive", "fun"]
-NEGATIVE_WORDS = ["bad", "terrible", "awful", "boring", "dull", "disappointing", "poor", "horrible",
-                  "weak", "tedious", "dreadful", "bland", "annoying", "mediocre"]
-NEUTRAL_WORDS = ["long", "short", "new", "old", "typical", "small", "large", "recent", "french",
-                 "modern", "quiet", "busy"]
+LEXICON = {
+    POSITIVE: ["good", "great", "excellent", "wonderful", "delightful", "enjoyable", "brilliant",
+               "superb", "pleasant", "charming", "fantastic", "lovely", "impressive", "fun"],
+    NEGATIVE: ["bad", "terrible", "awful", "boring", "dull", "disappointing", "poor", "horrible",
+               "weak", "tedious", "dreadful", "bland", "annoying", "mediocre"],
+    NEUTRAL: ["long", "short", "new", "old", "typical", "small", "large", "recent", "french",
+              "modern", "quiet", "busy"],
+}
 INTENSIFIERS = ["very", "really", "quite", "extremely", "rather", "so", "truly"]
 NEGATIONS = ["not", "never", "hardly"]
 VERBS = ["was", "is", "seemed", "felt"]
 FACTS = ["released in may", "made in canada", "about two hours", "on the second floor",
          "finished last week", "shown on tuesday", "bought by my brother", "reviewed yesterday"]
 OPENERS = ["", "", "honestly ,", "i think", "overall ,", "to be fair ,", "my friend said"]
+FILLERS = ["to be honest", "as expected", "for the price", "in my view", "all things considered",
+           "on the whole", "as usual", "if you ask me"]
 
 
-def _adjective(rng: random.Random, polarity: int) -> str:
-    words = {POSITIVE: POSITIVE_WORDS, NEGATIVE: NEGATIVE_WORDS, NEUTRAL: NEUTRAL_WORDS}[polarity]
-    word = rng.choice(words)
-    return f"{rng.choice(INTENSIFIERS)} {word}" if rng.random() < 0.4 else word
+def _adjective(rng: random.Random, polarity: int, negation: float) -> tuple[str, int]:
+    """An adjective phrase and its polarity, negated (and so flipped) with probability negation."""
+    word = rng.choice(LEXICON[polarity])
+    if rng.random() < 0.4:
+        word = f"{rng.choice(INTENSIFIERS)} {word}"
+    if rng.random() < negation:
+        return f"{rng.choice(NEGATIONS)} {word}", FLIP[polarity]
+    return word, polarity
 
 
-def _sentence(rng: random.Random) -> tuple[str, int]:
+def _fill(rng: random.Random, words: str, fillers: int) -> str:
+    """The sentence with up to `fillers` filler phrases at its start or end (label unchanged)."""
+    for _ in range(rng.randint(0, fillers)):
+        filler = rng.choice(FILLERS)
+        words = f"{filler} , {words}" if rng.random() < 0.5 else f"{words} , {filler}"
+    return words
+
+
+def _sentence(rng: random.Random, contrast: float, negation: float, fillers: int) -> tuple[str, int]:
     thing, verb = rng.choice(THINGS), rng.choice(VERBS)
     subject = f"{rng.choice(OPENERS)} the {thing} {verb}".strip()
     kind = rng.random()
-    if kind < 0.30:  # plain
-        polarity = rng.choice([NEGATIVE, NEUTRAL, POSITIVE])
-        return f"{subject} {_adjective(rng, polarity)}", polarity
-    if kind < 0.55:  # negated: flips positive and negative
-        polarity = rng.choice([NEGATIVE, NEUTRAL, POSITIVE])
-        label = {NEGATIVE: POSITIVE, POSITIVE: NEGATIVE, NEUTRAL: NEUTRAL}[polarity]
-        return f"{subject} {rng.choice(NEGATIONS)} {_adjective(rng, polarity)}", label
-    if kind < 0.90:  # contrast: the clause after "but" decides
-        first, second = rng.sample([NEGATIVE, POSITIVE], 2)
-        return f"{subject} {_adjective(rng, first)} at first but {_adjective(rng, second)} in the end", second
-    return f"{subject} {rng.choice(FACTS)}", NEUTRAL
+    if kind < contrast:
+        # Two clauses of opposite (final) polarity; the connective says which one counts.
+        first, p1 = _adjective(rng, rng.choice([NEGATIVE, POSITIVE]), negation / 2)
+        second, p2 = _adjective(rng, rng.choice([NEGATIVE, POSITIVE]), negation / 2)
+        while p2 == p1:
+            second, p2 = _adjective(rng, rng.choice([NEGATIVE, POSITIVE]), negation / 2)
+        form = rng.randrange(3)
+        if form == 0:
+            text, label = f"{subject} {first} at first but {second} in the end", p2
+        elif form == 1:
+            text, label = f"although the {thing} {verb} {first} , it {verb} {second}", p2
+        else:
+            text, label = f"{subject} {first} , although it {verb} {second}", p1
+    elif kind < contrast + 0.1:
+        text, label = f"{subject} {rng.choice(FACTS)}", NEUTRAL
+    else:
+        # plain, or negated with probability `negation`
+        phrase, label = _adjective(rng, rng.choice([NEGATIVE, NEUTRAL, POSITIVE]), negation)
+        text = f"{subject} {phrase}"
+    return _fill(rng, text, fillers), label
 
 
-def generate(num_examples: int, seed: int) -> tuple[list[str], list[int]]:
-    """num_examples sentences and their labels, the same for the same seed."""
+def generate(
+    num_examples: int, seed: int, contrast: float = 0.35, negation: float = 0.35, fillers: int = 1, noise: float = 0.0
+) -> tuple[list[str], list[int]]:
+    """num_examples distinct sentences and their labels, the same for the same arguments."""
+    if not 0 <= contrast <= 0.9:
+        raise ValueError(f"contrast={contrast}: the share of contrast sentences must be in [0, 0.9]")
     rng = random.Random(seed)
-    pairs = [_sentence(rng) for _ in range(num_examples)]
-    return [text for text, _ in pairs], [label for _, label in pairs]
+    texts: dict[str, int] = {}  # insertion-ordered: the same order for the same seed
+    attempts = 0
+    while len(texts) < num_examples:
+        attempts += 1
+        if attempts > 50 * num_examples + 1000:
+            raise ValueError(f"cannot draw {num_examples} distinct sentences; ask for fewer or allow more fillers")
+        text, label = _sentence(rng, contrast, negation, fillers)
+        texts.setdefault(text, label)
+    labels = [rng.randrange(3) if rng.random() < noise else label for label in texts.values()]
+    return list(texts), labels
 
 
 class SentimentDataModule(TensorDataModule):
-    """Generated sentences as token ids, vocabulary built on the training split."""
+    """Generated sentences as token ids (seq_len, padded), vocabulary built on the training split.
+
+    contrast and negation are the shares of contrast and negated sentences (more
+    contrast: harder for bag-of-words); fillers lengthens sentences; noise is the
+    share of labels drawn at random (a ceiling on every model's accuracy).
+    """
 
     def __init__(
         self,
         num_examples: int = 6000,
-        seq_len: int = 24,
+        seq_len: int = 32,
         vocab_size: int = 1000,
+        contrast: float = 0.35,
+        negation: float = 0.35,
+        fillers: int = 1,
+        noise: float = 0.0,
         batch_size: int | str = 64,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
@@ -90,24 +142,24 @@ class SentimentDataModule(TensorDataModule):
     ):
         super().__init__(batch_size, use_dataloader)
         self.num_examples, self.seq_len, self.vocab_size = num_examples, seq_len, vocab_size
+        self.contrast, self.negation, self.fillers, self.noise = contrast, negation, fillers, noise
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
 
     def load(self):
-        texts, labels = generate(self.num_examples, self.split_seed)
+        texts, labels = generate(
+            self.num_examples, self.split_seed, self.contrast, self.negation, self.fillers, self.noise
+        )
         targets = torch.tensor(labels, dtype=torch.long)
         index = split_indices(targets.numpy(), self.val_fraction, self.test_fraction, self.split_seed, stratify=True)
-        vocab = Vocabulary.build([texts[i] for i in index["train"]], self.vocab_size)
-        self.vocab = vocab
-        splits = {}
-        for name in SPLITS:
-            chosen = [texts[i] for i in index[name]]
-            splits[name] = (vocab.encode(chosen, self.seq_len), targets[index[name]])
+        self.texts = {name: [texts[i] for i in index[name]] for name in SPLITS}
+        self.vocab = Vocabulary.build(self.texts["train"], self.vocab_size)
+        splits = {name: (self.vocab.encode(self.texts[name], self.seq_len), targets[index[name]]) for name in SPLITS}
         spec = DataSpec(
             input_kind="tokens",
             input_shape=(self.seq_len,),
             task="multiclass",
             output_size=len(CLASS_NAMES),
-            vocab_size=len(vocab),
+            vocab_size=len(self.vocab),
             class_names=CLASS_NAMES,
         )
         return splits, spec

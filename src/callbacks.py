@@ -1,0 +1,69 @@
+"""Lightning callbacks that triad adds to a run (listed in conf/callbacks/)."""
+
+import torch
+from pytorch_lightning import Callback
+
+
+@torch.no_grad()
+def sample(net: torch.nn.Module, prompt: torch.Tensor, num_tokens: int, seq_len: int,
+           temperature: float, generator: torch.Generator) -> torch.Tensor:
+    """prompt (B, P) followed by num_tokens drawn one at a time: (B, P + num_tokens).
+
+    The network sees at most the last seq_len tokens (its context) and returns
+    logits (B, T, V); the last position's logits give the next token.
+    """
+    if hasattr(net, "generate"):
+        return net.generate(prompt, num_tokens, temperature=temperature)
+    tokens = prompt
+    for _ in range(num_tokens):
+        context = tokens[:, -seq_len:]
+        if context.size(1) < seq_len:  # networks sized by the spec read exactly seq_len tokens
+            pad = context.new_zeros(context.size(0), seq_len - context.size(1))
+            logits = net(torch.cat([context, pad], dim=1))[:, context.size(1) - 1]  # (B, V)
+        else:
+            logits = net(context)[:, -1]  # (B, V)
+        probabilities = torch.softmax(logits.float() / temperature, dim=-1)
+        probabilities[:, 0] = 0.0  # padding is never text
+        next_token = torch.multinomial(probabilities.cpu(), 1, generator=generator).to(tokens.device)
+        tokens = torch.cat([tokens, next_token], dim=1)
+    return tokens
+
+
+class TextSamples(Callback):
+    """At the end of fit, text written by a language model, logged to the MLflow
+    run as samples/samples.txt. Does nothing unless the data module can decode
+    ids to text and the task is language_model.
+
+    Prompts are the first prompt_len tokens of the first num_samples validation
+    windows, so they need no tokenizer and are the same for every model.
+    """
+
+    def __init__(self, num_samples: int = 3, prompt_len: int = 32, num_tokens: int = 200,
+                 temperature: float = 0.8, seed: int = 0):
+        self.num_samples, self.prompt_len, self.num_tokens = num_samples, prompt_len, num_tokens
+        self.temperature, self.seed = temperature, seed
+        self.text: str | None = None
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        datamodule = trainer.datamodule
+        spec = getattr(datamodule, "spec", None)
+        if not hasattr(datamodule, "decode") or spec is None or spec.task != "language_model":
+            return
+        windows = datamodule.splits["val"][0][: self.num_samples]  # (S, seq_len)
+        prompt_len = min(self.prompt_len, windows.size(1))
+        prompt = windows[:, :prompt_len].to(pl_module.device)
+        generator = torch.Generator().manual_seed(self.seed)
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            tokens = sample(pl_module.net, prompt, self.num_tokens, spec.input_shape[0], self.temperature, generator)
+        finally:
+            pl_module.train(was_training)
+        parts = []
+        for row in tokens.cpu():
+            parts.append(f"--- prompt ---\n{datamodule.decode(row[:prompt_len])}\n"
+                         f"--- continuation ---\n{datamodule.decode(row[prompt_len:])}\n")
+        self.text = "\n".join(parts)
+        logger = trainer.logger
+        if logger is not None and hasattr(logger, "run_id") and hasattr(logger.experiment, "log_text"):
+            logger.experiment.log_text(logger.run_id, self.text, "samples/samples.txt")
