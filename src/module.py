@@ -2,11 +2,14 @@
 measured with the task's metrics."""
 
 import inspect
+import math
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, Metric, MetricCollection, R2Score
 from torchmetrics.classification import (
     BinaryAccuracy,
     BinaryAUROC,
@@ -18,21 +21,53 @@ from torchmetrics.classification import (
 
 from src.data.spec import DataSpec
 
-# The metric a run is judged by when the config's `objective` is null.
+# The metric a run is judged by when the config's `objective` is null. Each is
+# measured the same way whatever the loss, so runs with different losses compare
+# (perplexity, not val/loss, for language models). A VAE is judged by its loss,
+# the negative ELBO: an upper bound on -log p(x) when loss.beta=1.
 DEFAULT_OBJECTIVE = {
     "multiclass": "val/acc",
     "binary": "val/acc",
     "regression": "val/mse",
-    "language_model": "val/loss",
+    "language_model": "val/perplexity",
     "reconstruction": "val/loss",
 }
-LOWER_IS_BETTER = ("loss", "mse", "mae", "perplexity", "bpc")
+LOWER_IS_BETTER = ("loss", "mse", "mae", "perplexity", "bpc", "recon", "kl")
 
 
 def objective_of(objective: str | None, task: str) -> tuple[str, str]:
     """(metric name, "min" or "max") for the configured objective or the task's default."""
     metric = objective or DEFAULT_OBJECTIVE[task]
     return metric, "min" if metric.rsplit("/", 1)[-1] in LOWER_IS_BETTER else "max"
+
+
+class Perplexity(Metric):
+    """exp(mean next-token cross-entropy) over every token seen, from (B, T, V)
+    logits and (B, T) next-token ids."""
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), reduction="sum")
+        self.total += nll.double()
+        self.count += target.numel()
+
+    def mean_cross_entropy(self) -> torch.Tensor:
+        return (self.total / self.count).float()  # nats per token
+
+    def compute(self) -> torch.Tensor:
+        return self.mean_cross_entropy().exp()
+
+
+class BitsPerCharacter(Perplexity):
+    """Mean next-token cross-entropy in bits (nats / ln 2): bits per character on a
+    character-level corpus, bits per token otherwise."""
+
+    def compute(self) -> torch.Tensor:
+        return self.mean_cross_entropy() / math.log(2)
 
 
 def task_metrics(spec: DataSpec) -> dict:
@@ -46,12 +81,20 @@ def task_metrics(spec: DataSpec) -> dict:
         return {"acc": BinaryAccuracy(), "auroc": BinaryAUROC()}
     if spec.task == "regression":
         return {"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()}
-    return {}
+    if spec.task == "language_model":
+        return {"perplexity": Perplexity(), "bpc": BitsPerCharacter()}
+    return {}  # reconstruction: the ELBO's parts (recon, kl) are logged by the loss
+
+
+def loss_part_names(task: str) -> tuple[str, ...]:
+    """Names of the loss parts a task's loss logs besides the loss itself."""
+    return ("recon", "kl") if task == "reconstruction" else ()
 
 
 def metric_names(spec: DataSpec, stage: str) -> list[str]:
     """Every metric a stage logs, e.g. ["val/loss", "val/acc", "val/f1"]."""
-    return [f"{stage}/loss", *(f"{stage}/{name}" for name in task_metrics(spec))]
+    names = [*task_metrics(spec), *loss_part_names(spec.task)]
+    return [f"{stage}/loss", *(f"{stage}/{name}" for name in names)]
 
 
 def predictions(output: torch.Tensor, task: str) -> torch.Tensor:
@@ -66,11 +109,15 @@ def predictions(output: torch.Tensor, task: str) -> torch.Tensor:
 class ExperimentModule(pl.LightningModule):
     """net + loss + optimizer/scheduler factories (functools.partial) + metrics."""
 
-    def __init__(self, net: nn.Module, loss: nn.Module, optimizer, scheduler, spec: DataSpec):
+    def __init__(
+        self, net: nn.Module, loss: nn.Module, optimizer, scheduler, spec: DataSpec, objective: str | None = None
+    ):
         super().__init__()
         self.net, self.loss = net, loss
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.task = spec.task
+        # what ReduceLROnPlateau watches: the run's objective metric and direction
+        self.objective, self.objective_mode = objective_of(objective, spec.task)
         self.val_metrics = MetricCollection(task_metrics(spec), prefix="val/")
         self.test_metrics = MetricCollection(task_metrics(spec), prefix="test/")
         self.test_confusion = None
@@ -88,7 +135,18 @@ class ExperimentModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         for name, value in parts.items():
             self.log(f"train/{name}", value)
+        # the lr this step uses; a Python float, so logging it costs no device sync
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss
+
+    def on_before_optimizer_step(self, optimizer):
+        # Lightning calls this before it clips, so this is the unclipped norm. It is
+        # computed only on the steps the logger writes (log_every_n_steps): logging
+        # keeps a device tensor, read back only when those steps are written.
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            grads = [p.grad for p in self.parameters() if p.grad is not None]
+            if grads:
+                self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads, norm_type=2.0))
 
     def _evaluate(self, batch, stage: str, metrics: MetricCollection):
         x, y = batch
@@ -118,12 +176,20 @@ class ExperimentModule(pl.LightningModule):
         optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        # Step-wise schedules that need the run's length get it from the trainer.
         scheduler_class = self.scheduler_factory.func
+        given = self.scheduler_factory.keywords
+        if issubclass(scheduler_class, ReduceLROnPlateau):
+            # Watches the objective after each validation, in its direction.
+            filled = {} if "mode" in given else {"mode": self.objective_mode}
+            scheduler = self.scheduler_factory(optimizer, **filled)
+            schedule = {"scheduler": scheduler, "interval": "epoch", "monitor": self.objective}
+            return {"optimizer": optimizer, "lr_scheduler": schedule}
+        # Every other schedule steps per batch; those that need the run's length
+        # (T_max, total_steps) get it from the trainer.
         needs = inspect.signature(scheduler_class).parameters
         filled = {}
         for name in ("T_max", "total_steps"):
-            if name in needs and name not in self.scheduler_factory.keywords:
+            if name in needs and name not in given:
                 filled[name] = int(self.trainer.estimated_stepping_batches)
         scheduler = self.scheduler_factory(optimizer, **filled)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -41,7 +41,7 @@ def train(cfg: DictConfig) -> float | None:
     num_params = sum(p.numel() for p in net.parameters())
     optimizer = instantiate(cfg.optimizer)
     scheduler = instantiate(cfg.scheduler) if cfg.scheduler else None
-    module = ExperimentModule(net, instantiate(cfg.loss), optimizer, scheduler, spec)
+    module = ExperimentModule(net, instantiate(cfg.loss), optimizer, scheduler, spec, cfg.objective)
     objective, mode = objective_of(cfg.objective, spec.task)
 
     client = run_id = None

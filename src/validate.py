@@ -38,8 +38,16 @@ MODELS = {
 # Which tasks each loss option fits.
 LOSSES = {
     "cross_entropy": {"multiclass", "language_model"},
+    "bce": {"binary", "multiclass"},
     "mse": {"regression", "multiclass", "binary"},
+    "mae": {"regression", "multiclass", "binary"},
+    "huber": {"regression"},
+    "focal": {"multiclass", "binary", "language_model"},
+    "elbo": {"reconstruction"},
 }
+# Optimizers that re-evaluate the loss several times per step (a closure) and so
+# need the same objective every time: the whole training split in one batch.
+FULL_BATCH_OPTIMIZERS = {"torch.optim.LBFGS"}
 
 
 class ConfigError(ValueError):
@@ -117,6 +125,12 @@ def value_problems(cfg: DictConfig) -> list[str]:
     for key in cfg.data or {}:
         if OmegaConf.is_missing(cfg.data, key):
             problems.append(f"data.{key} is required: set it on the command line, e.g. data.{key}=...")
+    target = cfg.optimizer.get("_target_")
+    if target in FULL_BATCH_OPTIMIZERS and batch_size is not None and batch_size != "full":
+        problems.append(
+            f"data.batch_size={batch_size!r} with {target}: its line search and curvature history "
+            "assume one fixed objective, which mini-batches change every step. Set data.batch_size=full."
+        )
     max_epochs = cfg.trainer.get("max_epochs")
     if max_epochs is not None and (not isinstance(max_epochs, int) or max_epochs < 1):
         problems.append(f"trainer.max_epochs={max_epochs!r}: must be an integer >= 1.")
