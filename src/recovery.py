@@ -9,6 +9,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
+import mlflow
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import MLFlowLogger as LightningMLFlowLogger
@@ -28,14 +29,13 @@ class MLFlowLogger(LightningMLFlowLogger):
     checkpoint) are not logged again, so each metric keeps one value per step.
     """
 
-    def __init__(self, *args, recorded_steps: Mapping[str, int] | None = None, **kwargs):
+    def __init__(self, *args, recorded_steps: Mapping[str, set[int]] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.recorded_steps = dict(recorded_steps or {})
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         if self.recorded_steps:
-            step_ = step or 0
-            metrics = {k: v for k, v in metrics.items() if step_ > self.recorded_steps.get(k, -1)}
+            metrics = {k: v for k, v in metrics.items() if (step or 0) not in self.recorded_steps.get(k, ())}
         if metrics:
             super().log_metrics(metrics, step)
 
@@ -60,6 +60,14 @@ class StopOnDivergence(Callback):
             f"(optimizer.lr={lr:g} now, e.g. optimizer.lr={lr / 10:g}), gradient clipping "
             f"(trainer.gradient_clip_val=1.0) or a smaller model."
         )
+
+
+class RecordBeforeCheckpoint(Callback):
+    """Writes queued metrics to the store before a checkpoint is saved: a checkpoint
+    must never be ahead of the record, or a kill -9 would lose the steps between."""
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module, checkpoint: dict) -> None:
+        mlflow.flush_async_logging()
 
 
 class CheckpointOnStop(Callback):
@@ -89,7 +97,7 @@ def checkpoints(dirpath: str, objective: str, mode: str, every_n_steps: int) -> 
     latest = ModelCheckpoint(
         dirpath=dirpath, save_top_k=0, save_last=True, every_n_train_steps=every_n_steps, enable_version_counter=False
     )
-    return best, [best, latest, CheckpointOnStop(dirpath), StopOnDivergence()]
+    return best, [best, latest, RecordBeforeCheckpoint(), CheckpointOnStop(dirpath), StopOnDivergence()]
 
 
 def stop_on_sigterm() -> None:

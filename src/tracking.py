@@ -174,7 +174,7 @@ class Run:
     id: str | None
     checkpoint_dir: str
     ckpt_path: str | None = None
-    recorded_steps: dict[str, int] = field(default_factory=dict)
+    recorded_steps: dict[str, set[int]] = field(default_factory=dict)
 
 
 def resumable_run(client: MlflowClient, exp_id: str, cfg: DictConfig):
@@ -188,12 +188,10 @@ def resumable_run(client: MlflowClient, exp_id: str, cfg: DictConfig):
     return runs[0] if runs else None
 
 
-def recorded_steps(client: MlflowClient, run) -> dict[str, int]:
-    """The last step recorded for each metric of the run."""
-    return {
-        key: max(m.step for m in client.get_metric_history(run.info.run_id, key))
-        for key in run.data.metrics
-    }
+def recorded_steps(client: MlflowClient, run) -> dict[str, set[int]]:
+    """The steps recorded for each metric of the run (asynchronous logging may
+    have written some steps and not others before a kill)."""
+    return {key: {m.step for m in client.get_metric_history(run.info.run_id, key)} for key in run.data.metrics}
 
 
 def start_run(

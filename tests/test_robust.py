@@ -85,9 +85,9 @@ def test_kill_9_mid_epoch_then_ckpt_path_last_resumes_the_same_run(tmp_path):
     args = [*TINY, "data.batch_size=1", "trainer.max_epochs=2", "checkpoint_every_n_steps=5"]
     plain = tmp_path / "plain"
     run_train(args, plain)
-    client, [reference] = runs_of(plain)
+    plain_client, [reference] = runs_of(plain)
     per_epoch = int(reference.data.params["data.train_size"])
-    expected = steps(client, reference.info.run_id, "train/loss")
+    expected = steps(plain_client, reference.info.run_id, "train/loss")
     assert len(expected) == 2 * per_epoch
 
     mlruns = tmp_path / "stopped"
@@ -105,11 +105,14 @@ def test_kill_9_mid_epoch_then_ckpt_path_last_resumes_the_same_run(tmp_path):
     client, runs = runs_of(mlruns)
     assert [r.info.run_id for r in runs] == [killed.info.run_id]
     assert runs[0].info.status == "FINISHED"
-    for key in runs[0].data.metrics:
-        recorded = steps(client, killed.info.run_id, key)
-        assert len(recorded) == len(set(recorded)), f"{key} has a step recorded twice"
-    assert steps(client, killed.info.run_id, "train/loss") == expected
-    assert steps(client, killed.info.run_id, "time/fit_s") == steps(client, reference.info.run_id, "time/fit_s")
+    assert set(runs[0].data.metrics) == set(reference.data.metrics)
+    for key in reference.data.metrics:
+        resumed, plain_steps = steps(client, killed.info.run_id, key), steps(plain_client, reference.info.run_id, key)
+        if key == "epoch":  # Lightning logs it with train and val metrics alike: twice at an epoch's end
+            assert set(resumed) == set(plain_steps)
+        else:
+            assert resumed == plain_steps, f"{key}: steps differ from the uninterrupted run"
+    assert steps(client, killed.info.run_id, "train/loss") == expected  # one value per step, none missing
 
 
 def test_ckpt_path_last_without_an_unfinished_run_starts_a_new_one(mlruns):
