@@ -5,10 +5,17 @@ the run id, its name, tags and params exist before training starts, and so that
 the run ends with the right status whatever happens.
 """
 
+import hashlib
+import json
+import os
 import re
+import signal
+import sqlite3
 import subprocess
+import threading
 import traceback
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -18,6 +25,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from src import PROJECT_ROOT
 
+try:
+    import fcntl
+except ImportError:  # Windows: no file locks; create the store before parallel jobs
+    fcntl = None
+
 # Groups whose choice names the run's design; each becomes a short param (model=mlp).
 CHOICE_GROUPS = ("data", "model", "loss", "optimizer", "scheduler", "trainer", "experiment", "sweep")
 # Config sections that say where things go, not what was trained.
@@ -26,14 +38,56 @@ NOT_PARAMS = ("paths", "logger", "callbacks", "hydra")
 SECRET = re.compile(r"(^|[._/-])(TOKEN|PASSWORD|PASSWD|SECRET|API_?KEY|KEY|CREDENTIALS?)($|[._/-])", re.I)
 
 
+# Keys that say how a run is saved or restarted, not what it trains: a resumed
+# run may change them and still be the same experiment.
+NOT_TRAINING = ("ckpt_path", "checkpoint_every_n_steps")
+CONFIG_HASH_TAG, CHECKPOINT_DIR_TAG = "triad.config_hash", "triad.checkpoint_dir"
+
+
 def is_secret(name: str) -> bool:
     return bool(SECRET.search(name))
 
 
+def holds_secret(value: str) -> bool:
+    """Whether a value contains the value of a secret-looking environment variable
+    (a config may read one, e.g. `+api=${oc.env:MY_TOKEN}`, under a plain key)."""
+    return any(v in value for k, v in os.environ.items() if is_secret(k) and len(v) >= 4)
+
+
+@contextmanager
+def _store_lock(uri: str):
+    """An exclusive lock next to a SQLite store (no-op for servers), so that
+    parallel jobs create its tables and experiments one at a time."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)  # SQLite creates the file but not its folder
+    if fcntl is None:
+        yield
+        return
+    with open(f"{path}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def ensure_store(uri: str) -> None:
+    """Create the store's tables if missing; idempotent and safe to call from many
+    processes at once (MLflow's own creation races: alembic migration errors)."""
+    if not uri.startswith("sqlite:///"):
+        return
+    with _store_lock(uri):
+        MlflowClient(uri).search_experiments(max_results=1)  # migrates a new file
+        # Write-ahead logging: readers never wait for a writer, writers wait less.
+        with sqlite3.connect(uri.removeprefix("sqlite:///")) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+
+
 def client_for(tracking_uri: str) -> MlflowClient:
-    if tracking_uri.startswith("sqlite:///"):
-        # SQLite creates the file but not its folder.
-        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    ensure_store(tracking_uri)
     return MlflowClient(tracking_uri)
 
 
@@ -44,7 +98,11 @@ def experiment_id(client: MlflowClient, name: str, artifact_location: str | None
         return experiment.experiment_id
     if artifact_location and "://" not in artifact_location:
         artifact_location = Path(artifact_location).resolve().as_uri()
-    return client.create_experiment(name, artifact_location=artifact_location)
+    with _store_lock(client.tracking_uri):  # two jobs creating it at once: UNIQUE constraint
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        return client.create_experiment(name, artifact_location=artifact_location)
 
 
 def flat_params(cfg: DictConfig) -> dict[str, str]:
@@ -62,7 +120,31 @@ def flat_params(cfg: DictConfig) -> dict[str, str]:
             params[prefix] = str(value)
 
     walk("", {k: v for k, v in resolved.items() if k not in NOT_PARAMS})
-    return {k: v for k, v in params.items() if not is_secret(k)}
+    return {k: v for k, v in params.items() if not is_secret(k) and not holds_secret(v)}
+
+
+def redacted_yaml(cfg: DictConfig) -> str:
+    """The resolved config as YAML, secret-looking values replaced by ***."""
+    def scrub(value):
+        if isinstance(value, dict):
+            return {k: "***" if is_secret(str(k)) else scrub(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [scrub(v) for v in value]
+        return "***" if isinstance(value, str) and holds_secret(value) else value
+
+    return OmegaConf.to_yaml(scrub(OmegaConf.to_container(cfg, resolve=True)))
+
+
+def public_overrides(overrides: list[str]) -> list[str]:
+    """The overrides without secret-looking keys or values (reading Hydra's list
+    resolves `${oc.env:...}`, so an override may hold an environment value)."""
+    return [o for o in overrides if not is_secret(o.split("=")[0]) and not holds_secret(o)]
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Identifies what a run trains: equal for a resumed run and its original."""
+    params = {k: v for k, v in flat_params(cfg).items() if k not in NOT_TRAINING}
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def run_name(choices: dict[str, str], seed: int) -> str:
@@ -83,18 +165,58 @@ def git_tags() -> dict[str, str]:
     return {"mlflow.source.git.commit": commit, "triad.git_dirty": str(dirty).lower()}
 
 
+@dataclass
+class Run:
+    """Where a training records and checkpoints. id is None with logger=none;
+    ckpt_path and recorded_steps are set when it resumes an unfinished run."""
+
+    client: MlflowClient | None
+    id: str | None
+    checkpoint_dir: str
+    ckpt_path: str | None = None
+    recorded_steps: dict[str, set[int]] = field(default_factory=dict)
+
+
+def resumable_run(client: MlflowClient, exp_id: str, cfg: DictConfig):
+    """The most recent run of this experiment with the same config that did not finish."""
+    runs = client.search_runs(
+        [exp_id],
+        filter_string=f"tags.`{CONFIG_HASH_TAG}` = '{config_hash(cfg)}' and attributes.status != 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def recorded_steps(client: MlflowClient, run) -> dict[str, set[int]]:
+    """The steps recorded for each metric of the run (asynchronous logging may
+    have written some steps and not others before a kill)."""
+    return {key: {m.step for m in client.get_metric_history(run.info.run_id, key)} for key in run.data.metrics}
+
+
 def start_run(
     cfg: DictConfig, choices: dict[str, str], overrides: list[str], extra_params: dict, extra_tags: dict
-) -> tuple[MlflowClient, str]:
-    """Create the run with its name, tags and params; return (client, run id)."""
+) -> Run:
+    """Create the run with its name, tags and params, or, with ckpt_path=last,
+    reopen the latest unfinished run of the same config and find its last.ckpt."""
+    checkpoint_dir = f"{cfg.paths.output_dir}/checkpoints"
+    if not cfg.logger:
+        return Run(None, None, checkpoint_dir, cfg.ckpt_path)
     uri = cfg.logger.tracking_uri
     client = client_for(uri)
     artifact_location = cfg.logger.get("artifact_location") if uri.startswith("sqlite") else None
     exp_id = experiment_id(client, cfg.experiment_name, artifact_location)
+    if cfg.ckpt_path == "last":
+        previous = resumable_run(client, exp_id, cfg)
+        if previous is not None:
+            return _reopen(client, previous)
+        print("ckpt_path=last: no unfinished run with this config; starting a new one.")
     tags = {
         "mlflow.source.name": "src.train",
         "mlflow.source.type": "LOCAL",
-        "triad.overrides": " ".join(o for o in overrides if not is_secret(o.split("=")[0])),
+        "triad.overrides": " ".join(public_overrides(overrides)),
+        CONFIG_HASH_TAG: config_hash(cfg),
+        CHECKPOINT_DIR_TAG: str(Path(checkpoint_dir).resolve()),
         **git_tags(),
         **extra_tags,
     }
@@ -103,9 +225,24 @@ def start_run(
     params.update(flat_params(cfg))
     params.update({k: str(v) for k, v in extra_params.items()})
     entries = [Param(k, v) for k, v in params.items()]
-    for start in range(0, len(entries), 100):  # MLflow takes at most 100 params per batch
-        client.log_batch(run.info.run_id, params=entries[start : start + 100])
-    return client, run.info.run_id
+    with run_status(client, run.info.run_id, finish=False):  # a failure here ends the run too
+        for start in range(0, len(entries), 100):  # MLflow takes at most 100 params per batch
+            client.log_batch(run.info.run_id, params=entries[start : start + 100])
+    ckpt_path = None if cfg.ckpt_path == "last" else cfg.ckpt_path
+    return Run(client, run.info.run_id, checkpoint_dir, ckpt_path)
+
+
+def _reopen(client: MlflowClient, previous) -> Run:
+    """The unfinished run, RUNNING again; its params stay as they are (MLflow
+    refuses changed values) and its recorded steps are not logged twice."""
+    run_id = previous.info.run_id
+    checkpoint_dir = previous.data.tags[CHECKPOINT_DIR_TAG]
+    last = Path(checkpoint_dir) / "last.ckpt"
+    ckpt_path = str(last) if last.exists() else None  # stopped before its first checkpoint
+    client.update_run(run_id, status="RUNNING")
+    client.set_tag(run_id, "triad.resumed_from", ckpt_path or "start")
+    print(f"ckpt_path=last: resuming run {run_id} from {ckpt_path or 'the start'}")
+    return Run(client, run_id, checkpoint_dir, ckpt_path, recorded_steps(client, previous))
 
 
 def log_data(client: MlflowClient, run_id: str, name: str, datamodule) -> None:
@@ -127,22 +264,57 @@ def log_data(client: MlflowClient, run_id: str, name: str, datamodule) -> None:
 
 
 @contextmanager
-def run_status(client: MlflowClient | None, run_id: str | None):
-    """End the run FINISHED, FAILED (traceback logged as error.txt) or KILLED."""
+def uninterruptible():
+    """Ctrl-C and SIGTERM wait until the block is done (a second Ctrl-C while a
+    run records how it ended would otherwise leave it RUNNING)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may change signal handlers
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
-    except BaseException as error:
-        if client is not None:
-            mlflow.flush_async_logging()
-            # Lightning turns Ctrl-C into SystemExit after its graceful shutdown.
-            status = "KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED"
-            client.log_text(run_id, "".join(traceback.format_exception(error)), "error.txt")
-            client.set_terminated(run_id, status)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@contextmanager
+def run_status(client: MlflowClient | None, run_id: str | None, finish: bool = True):
+    """End the run FINISHED, FAILED (traceback logged as error.txt) or KILLED
+    (Ctrl-C, SIGTERM, or Lightning's SystemExit after its graceful shutdown).
+    finish=False leaves a run that succeeded RUNNING (for the part before training)."""
+    if client is None:
+        yield
+        return
+    status, error = "FINISHED", None
+    try:
+        yield
+    except BaseException as caught:
+        status = "KILLED" if isinstance(caught, (KeyboardInterrupt, SystemExit)) else "FAILED"
+        error = caught
         raise
-    else:
-        if client is not None:
-            mlflow.flush_async_logging()
-            client.set_terminated(run_id, "FINISHED")
+    finally:
+        if error is not None or finish:
+            with uninterruptible():
+                _end(client, run_id, status, error)
+
+
+def _end(client: MlflowClient, run_id: str, status: str, error: BaseException | None) -> None:
+    flush_error = None
+    try:
+        mlflow.flush_async_logging()
+    except Exception as caught:  # queued metrics were lost: the run did not finish well
+        flush_error = caught
+        if error is None:
+            status, error = "FAILED", caught
+    if error is not None:
+        try:
+            client.log_text(run_id, "".join(traceback.format_exception(error)), "error.txt")
+        except Exception:
+            pass  # the status matters more than the traceback
+    client.set_terminated(run_id, status)
+    if flush_error is not None and error is flush_error:
+        raise flush_error
 
 
 def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int) -> None:
@@ -155,8 +327,8 @@ def log_results(client, run_id, cfg, overrides, checkpoint_path, objective, conf
     from src import plots  # matplotlib only when there is something to draw
 
     mlflow.flush_async_logging()  # the learning curves are read back from the store
-    client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-    client.log_text(run_id, "\n".join(overrides) + "\n", "overrides.txt")
+    client.log_text(run_id, redacted_yaml(cfg), "config.yaml")
+    client.log_text(run_id, "\n".join(public_overrides(overrides)) + "\n", "overrides.txt")
     if checkpoint_path:
         client.log_artifact(run_id, checkpoint_path, "checkpoints")
     history = {

@@ -13,7 +13,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from src.validate import ConfigError, check_loaded_data, validate
+from src import PROJECT_ROOT
+from src.validate import ConfigError, check_loaded_data, override_problems, validate
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -25,13 +26,13 @@ def train(cfg: DictConfig) -> float | None:
     # Heavy imports after validation: `--help` and a bad config answer at once.
     import pytorch_lightning as pl
     from hydra.utils import instantiate
-    from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from src import console, tracking
+    from src import console, recovery, tracking
     from src.module import ExperimentModule, objective_of
 
     console.print_config(cfg, choices)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    recovery.stop_on_sigterm()
 
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
@@ -44,40 +45,36 @@ def train(cfg: DictConfig) -> float | None:
     module = ExperimentModule(net, instantiate(cfg.loss), optimizer, scheduler, spec, cfg.objective)
     objective, mode = objective_of(cfg.objective, spec.task)
 
-    client = run_id = None
-    logger = False
-    if cfg.logger:
-        client, run_id = tracking.start_run(
-            cfg, choices, overrides,
-            extra_params={"model.num_params": num_params, "data.train_size": datamodule.split_size("train")},
-            extra_tags={"triad.objective": objective, "triad.task": spec.task},
-        )
-        tracking.log_data(client, run_id, choices.get("data") or "data", datamodule)
-        logger = instantiate(cfg.logger, run_id=run_id)
-    console.print_start(choices, num_params, run_id)
-
-    checkpoint = ModelCheckpoint(
-        dirpath=f"{cfg.paths.output_dir}/checkpoints", filename="best", monitor=objective, mode=mode, save_last=True
+    # A new MLflow run, or the unfinished one that ckpt_path=last resumes.
+    run = tracking.start_run(
+        cfg, choices, overrides,
+        extra_params={"model.num_params": num_params, "data.train_size": datamodule.split_size("train")},
+        extra_tags={"triad.objective": objective, "triad.task": spec.task},
     )
-    callbacks = [checkpoint, *(instantiate(c) for c in (cfg.callbacks or {}).values())]
-    trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+    with tracking.run_status(run.client, run.id):
+        if run.client is not None:
+            tracking.log_data(run.client, run.id, choices.get("data") or "data", datamodule)
+        logger = instantiate(cfg.logger, run_id=run.id, recorded_steps=run.recorded_steps) if cfg.logger else False
+        console.print_start(choices, num_params, run.id)
+        checkpoint, callbacks = recovery.checkpoints(run.checkpoint_dir, objective, mode, cfg.checkpoint_every_n_steps)
+        callbacks += [instantiate(c) for c in (cfg.callbacks or {}).values()]
+        trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
 
-    with tracking.run_status(client, run_id):
         started = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=run.ckpt_path, weights_only=True)
         fit_seconds = time.perf_counter() - started
         best_path = checkpoint.best_model_path or None
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=best_path, verbose=False)[0]
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=best_path, verbose=False, weights_only=True)[0]
         best = checkpoint.best_model_score
         best = float(best) if best is not None else float(trainer.callback_metrics.get(objective, float("nan")))
-        if client is not None:
+        if run.client is not None:
             summary = {"time/fit_s": fit_seconds, f"{objective}_best": best}
-            tracking.log_metrics(client, run_id, summary, step=trainer.global_step)
+            tracking.log_metrics(run.client, run.id, summary, step=trainer.global_step)
             confusion = module.test_confusion.compute() if module.test_confusion is not None else None
             tracking.log_results(
-                client, run_id, cfg, overrides, best_path, objective, confusion, spec.class_names
+                run.client, run.id, cfg, overrides, best_path, objective, confusion, spec.class_names
             )
-    console.print_summary(results, objective, best, run_id, cfg)
+    console.print_summary(results, objective, best, run.id, cfg)
     return best
 
 
@@ -93,4 +90,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    # Misspelled options and keys, all at once (Hydra would stop at the first).
+    if problems := override_problems(sys.argv[1:], PROJECT_ROOT / "conf"):
+        print(ConfigError(problems), file=sys.stderr)
+        sys.exit(2)
     main()

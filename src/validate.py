@@ -3,7 +3,10 @@ naming the key, the value and what would work. Imports nothing heavy, so a bad
 command fails in a second.
 """
 
-from omegaconf import DictConfig, OmegaConf
+import difflib
+from pathlib import Path
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 # What each data option gives: (input kind, task). None: known only from the
 # config or the file (the user's data); judged from data.task and data.text_column
@@ -110,36 +113,173 @@ def _judge(data, kind: str, task: str, model: str | None, loss: str | None) -> l
     return problems
 
 
-def value_problems(cfg: DictConfig) -> list[str]:
-    """Values out of their range, each with the range."""
+# Where an instantiated class may come from: the project and the libraries it
+# builds on. Anything else (os.system, subprocess.Popen, ...) could run commands
+# written into a config.
+ALLOWED_TARGETS = ("src.", "torch.", "lightning.", "pytorch_lightning.", "torchmetrics.")
+# Inside those, the ones that load or compile code.
+REFUSED_TARGETS = ("torch.hub.", "torch.load", "torch.jit.load", "torch.package.", "torch.utils.cpp_extension.")
+# Names the models accept for `activation` (src/models/inputs.py ACTIVATIONS; a test keeps them equal).
+ACTIVATIONS = ("gelu", "relu", "sigmoid", "tanh")
+POOLINGS = ("first", "mean")
+PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64", "32", "16", "bf16")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _one_of(value, options) -> str:
+    """'use one of a, b. Did you mean a?' for a value that is none of the options."""
+    close = difflib.get_close_matches(str(value), [str(o) for o in options], n=1)
+    hint = f" Did you mean {close[0]}?" if close else ""
+    return f"use one of {', '.join(str(o) for o in options)}.{hint}"
+
+
+def target_problems(cfg: DictConfig) -> list[str]:
+    """Every _target_ in the config, nested too, must come from an allowed package."""
     problems = []
-    lr = cfg.optimizer.get("lr")
-    if lr is not None and (not isinstance(lr, int | float) or lr <= 0):
-        problems.append(f"optimizer.lr={lr!r}: the learning rate must be a number > 0, e.g. 0.001.")
-    batch_size = cfg.data.get("batch_size")
-    if batch_size is not None and batch_size != "full" and (not isinstance(batch_size, int) or batch_size < 1):
-        problems.append(f"data.batch_size={batch_size!r}: use an integer >= 1, or 'full' for batch gradient descent.")
-    dropout = cfg.model.get("dropout")
-    if dropout is not None and (not isinstance(dropout, int | float) or not 0 <= dropout < 1):
-        problems.append(f"model.dropout={dropout!r}: must be in [0, 1).")
+
+    def walk(prefix: str, node) -> None:
+        if isinstance(node, dict):
+            target = node.get("_target_")
+            if target is not None:
+                name = str(target)
+                if not name.startswith(ALLOWED_TARGETS) or name.startswith(REFUSED_TARGETS):
+                    problems.append(
+                        f"{prefix + '.' if prefix else ''}_target_={name!r}: triad builds only classes from "
+                        f"{', '.join(p + '*' for p in ALLOWED_TARGETS)} (and no code loaders)."
+                    )
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), value)
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(f"{prefix}[{index}]", value)
+
+    walk("", OmegaConf.to_container(cfg, resolve=False))
+    return problems
+
+
+def value_problems(cfg: DictConfig) -> list[str]:
+    """Values of the wrong type or out of their range, each with what would work."""
+    problems = []
+
+    def check(key: str, ok, need: str) -> None:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and not ok(value):
+            problems.append(f"{key}={value!r}: {need}")
+
+    check("seed", lambda v: _is_int(v) and v >= 0, "the seed must be an integer >= 0.")
+    check("optimizer.lr", lambda v: _is_number(v) and v > 0, "the learning rate must be a number > 0, e.g. 0.001.")
+    check("optimizer.weight_decay", lambda v: _is_number(v) and v >= 0, "must be a number >= 0.")
+    check("optimizer.momentum", lambda v: _is_number(v) and 0 <= v < 1, "must be a number in [0, 1).")
+    check("optimizer.betas", lambda v: isinstance(v, ListConfig | list | tuple) and len(v) == 2
+          and all(_is_number(b) and 0 <= b < 1 for b in v), "must be two numbers in [0, 1), e.g. [0.9, 0.999].")
+    check("data.batch_size", lambda v: v == "full" or (_is_int(v) and v >= 1),
+          "use an integer >= 1, or 'full' for batch gradient descent.")
+    for key in ("data.val_fraction", "data.test_fraction"):
+        check(key, lambda v: _is_number(v) and 0 < v < 1, "must be a fraction in (0, 1), e.g. 0.2.")
+    check("model.dropout", lambda v: _is_number(v) and 0 <= v < 1, "must be in [0, 1).")
+    for key in ("model.hidden_size", "model.embed_dim", "model.d_model", "model.num_heads", "model.ff_size"):
+        check(key, lambda v: _is_int(v) and v >= 1, "must be an integer >= 1.")
+    check("model.num_layers", lambda v: _is_int(v) and v >= 0, "must be an integer >= 0.")
+    check("model.activation", lambda v: v in ACTIVATIONS, _one_of(cfg.model.get("activation"), ACTIVATIONS))
+    check("model.pooling", lambda v: v in POOLINGS, f"use one of {', '.join(POOLINGS)}.")
+    d_model, heads = cfg.model.get("d_model"), cfg.model.get("num_heads")
+    if _is_int(d_model) and _is_int(heads) and heads >= 1 and d_model % heads:
+        problems.append(f"model.d_model={d_model} is not divisible by model.num_heads={heads}: "
+                        f"use a num_heads that divides it, e.g. {max(h for h in range(1, heads + 1) if d_model % h == 0)}.")
+    check("trainer.max_epochs", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1.")
+    check("trainer.precision", lambda v: str(v) in PRECISIONS, _one_of(cfg.trainer.get("precision"), PRECISIONS))
+    check("trainer.accelerator", lambda v: v in ACCELERATORS, f"use one of {', '.join(ACCELERATORS)}.")
+    check("trainer.gradient_clip_val", lambda v: _is_number(v) and v >= 0, "must be a number >= 0, or null.")
+    check("trainer.log_every_n_steps", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1.")
+    check("checkpoint_every_n_steps", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1.")
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path == "last" and not cfg.get("logger"):
+        problems.append("ckpt_path='last' looks up the unfinished run in MLflow: it needs logger=mlflow "
+                        "(or give the checkpoint's path).")
+    elif ckpt_path not in (None, "last") and not Path(str(ckpt_path)).is_file():
+        problems.append(f"ckpt_path={ckpt_path!r}: no such file; use a checkpoint's path, 'last' or null.")
     for key in cfg.data or {}:
         if OmegaConf.is_missing(cfg.data, key):
             problems.append(f"data.{key} is required: set it on the command line, e.g. data.{key}=...")
-    target = cfg.optimizer.get("_target_")
+    batch_size, target = cfg.data.get("batch_size"), cfg.optimizer.get("_target_")
     if target in FULL_BATCH_OPTIMIZERS and batch_size is not None and batch_size != "full":
         problems.append(
             f"data.batch_size={batch_size!r} with {target}: its line search and curvature history "
             "assume one fixed objective, which mini-batches change every step. Set data.batch_size=full."
         )
-    max_epochs = cfg.trainer.get("max_epochs")
-    if max_epochs is not None and (not isinstance(max_epochs, int) or max_epochs < 1):
-        problems.append(f"trainer.max_epochs={max_epochs!r}: must be an integer >= 1.")
     return problems
 
 
 def validate(cfg: DictConfig, choices: dict[str, str]) -> None:
     """Raise ConfigError listing every problem of the config, or return None."""
-    problems = value_problems(cfg)
+    problems = target_problems(cfg)
+    problems += value_problems(cfg)
     problems += compatibility_problems(choices.get("data"), choices.get("model"), choices.get("loss"), cfg.data)
     if problems:
         raise ConfigError(problems)
+
+
+# Flags after which Hydra reads another config than conf/train.yaml.
+OTHER_CONFIG_FLAGS = ("-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir")
+
+
+def override_problems(args: list[str], conf_dir: Path, config_name: str = "train") -> list[str]:
+    """Options and keys of command-line overrides that do not exist, all of them
+    (Hydra itself stops at the first), each with the close matches."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if any(a.split("=")[0] in OTHER_CONFIG_FLAGS for a in args):
+        return []
+    try:
+        overrides = OverridesParser.create().parse_overrides(
+            [a for a in args if "=" in a and not a.startswith("-")]
+        )
+    except Exception:
+        return []  # a syntax error: Hydra's own message says where
+    problems, composable, keys = [], [], []
+    for override in overrides:
+        key = override.key_or_group
+        if key.startswith("hydra") or override.is_delete():
+            composable.append(override.input_line)
+            continue
+        group = conf_dir / key
+        if group.is_dir() and not override.is_add():
+            options = sorted(f.stem for f in group.glob("*.yaml"))
+            try:
+                values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+            except Exception:
+                continue
+            wrong = [v for v in values if v is not None and str(v) not in options]
+            for value in wrong:
+                problems.append(f"{key}={value}: no such option in conf/{key}/; {_one_of(value, options)}")
+            if not wrong and values:
+                composable.append(f"{key}={values[0]}")
+        elif override.is_add():
+            if not override.is_sweep_override():
+                composable.append(override.input_line)
+        else:
+            keys.append(key)
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            cfg = compose(config_name, overrides=composable)
+    except Exception:
+        return problems  # Hydra reports what else is wrong
+    missing = object()
+    for key in keys:
+        if OmegaConf.select(cfg, key, default=missing) is missing:
+            parent_key, _, name = key.rpartition(".")
+            parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+            siblings = [f"{parent_key}.{k}" if parent_key else str(k) for k in parent] if isinstance(parent, DictConfig) else []
+            close = difflib.get_close_matches(key, siblings, n=1)
+            hint = f" Did you mean {close[0]}?" if close else ""
+            problems.append(f"{key}: no such key in the config.{hint} (To add a new key, write +{key}=...)")
+    return problems

@@ -52,14 +52,32 @@ class InMemoryBatches:
 
     def __init__(self, tensors: tuple[torch.Tensor, ...], batch_size: int, sampler: SeededShuffle):
         self.tensors, self.batch_size, self.sampler = tensors, batch_size, sampler
+        self.served = 0  # batches given out in the current pass
+        self.resume_at: dict | None = None
 
     def __len__(self) -> int:
         return math.ceil(len(self.sampler) / self.batch_size)
 
+    # Lightning stores this state in its checkpoints (a "stateful" loader) and
+    # restores it on resume: a run stopped mid-epoch goes on with the batch after
+    # the last one trained, so it sees the same batches as an uninterrupted one.
+    def state_dict(self) -> dict:
+        return {"epoch": self.sampler.epoch, "served": self.served}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.resume_at = state
+
     def __iter__(self):
+        # The body runs at the first batch, after Lightning's set_epoch.
+        skip, self.resume_at = self.resume_at, None
+        first = 0
+        if skip and skip["epoch"] == self.sampler.epoch and 0 < skip["served"] < len(self):
+            first = skip["served"]
         order = self.sampler.order().to(self.tensors[0].device)
-        for start in range(0, len(order), self.batch_size):
+        self.served = first
+        for start in range(first * self.batch_size, len(order), self.batch_size):
             index = order[start : start + self.batch_size]
+            self.served += 1
             yield tuple(t[index] for t in self.tensors)
 
 

@@ -1,0 +1,109 @@
+"""How a run survives being stopped: checkpoints to resume from, a logger that
+does not record a step twice, SIGTERM handled like Ctrl-C, and a stop with a
+message when the loss stops being a number.
+"""
+
+import math
+import signal
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+import mlflow
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.loggers import MLFlowLogger as LightningMLFlowLogger
+from pytorch_lightning.trainer.states import TrainerFn
+
+from src.tracking import uninterruptible
+
+
+class Diverged(RuntimeError):
+    """The training loss became inf or NaN; the message says where and what to try."""
+
+
+class MLFlowLogger(LightningMLFlowLogger):
+    """Lightning's MLflow logger for a run that triad created and ends itself.
+
+    In a resumed run, steps already recorded (before the stop, after the last
+    checkpoint) are not logged again, so each metric keeps one value per step.
+    """
+
+    def __init__(self, *args, recorded_steps: Mapping[str, set[int]] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.recorded_steps = dict(recorded_steps or {})
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if self.recorded_steps:
+            metrics = {k: v for k, v in metrics.items() if (step or 0) not in self.recorded_steps.get(k, ())}
+        if metrics:
+            super().log_metrics(metrics, step)
+
+    def finalize(self, status: str = "success") -> None:
+        # Lightning would mark the run FINISHED when fit ends, before the test and
+        # the artifacts; tracking.run_status sets the status once everything is done.
+        pass
+
+
+class StopOnDivergence(Callback):
+    """Stops training at the first non-finite training loss, before a checkpoint
+    can store the broken weights (Lightning runs checkpoint callbacks last)."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if loss is None or math.isfinite(float(loss)):
+            return
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        raise Diverged(
+            f"Training diverged: the training loss became {float(loss)} at step {trainer.global_step} "
+            f"(epoch {trainer.current_epoch}, batch {batch_idx}). Try a lower learning rate "
+            f"(optimizer.lr={lr:g} now, e.g. optimizer.lr={lr / 10:g}), gradient clipping "
+            f"(trainer.gradient_clip_val=1.0) or a smaller model."
+        )
+
+
+class RecordBeforeCheckpoint(Callback):
+    """Writes queued metrics to the store before a checkpoint is saved: a checkpoint
+    must never be ahead of the record, or a kill -9 would lose the steps between."""
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module, checkpoint: dict) -> None:
+        mlflow.flush_async_logging()
+
+
+class CheckpointOnStop(Callback):
+    """Saves last.ckpt when training is stopped by Ctrl-C or SIGTERM, so that
+    ckpt_path=last resumes from where it stopped (not on errors: the weights may be broken)."""
+
+    def __init__(self, dirpath: str):
+        self.path = Path(dirpath) / "last.ckpt"
+
+    def on_exception(self, trainer: pl.Trainer, pl_module, exception: BaseException) -> None:
+        if trainer.state.fn != TrainerFn.FITTING or not isinstance(exception, KeyboardInterrupt | SystemExit):
+            return
+        with uninterruptible():  # a second Ctrl-C must not leave half a file
+            trainer.save_checkpoint(self.path)
+        print(f"Stopped; checkpoint saved to {self.path}. Resume with ckpt_path=last.")
+
+
+def checkpoints(dirpath: str, objective: str, mode: str, every_n_steps: int) -> tuple[ModelCheckpoint, list]:
+    """The best checkpoint (by the objective, at each validation) and last.ckpt,
+    saved every `every_n_steps` training steps, after each validation, and on a stop.
+
+    Both write last.ckpt in place (no -v1 copies), also when a resumed run reuses the folder.
+    """
+    best = ModelCheckpoint(
+        dirpath=dirpath, filename="best", monitor=objective, mode=mode, save_last=True, enable_version_counter=False
+    )
+    latest = ModelCheckpoint(
+        dirpath=dirpath, save_top_k=0, save_last=True, every_n_train_steps=every_n_steps, enable_version_counter=False
+    )
+    return best, [best, latest, RecordBeforeCheckpoint(), CheckpointOnStop(dirpath), StopOnDivergence()]
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (a scheduler's or `kill`'s stop) ends a run like Ctrl-C: checkpoint, KILLED.
+
+    During fit Lightning's own SIGTERM handler runs first and then this one.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -1,0 +1,312 @@
+"""Issue 8: every way a run can end leaves an honest MLflow record, a stopped run
+resumes, bad configs fail before any work, parallel jobs share one store, and
+nothing secret or foreign gets in. Real subprocesses, signals and SQLite stores.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from src import PROJECT_ROOT, tracking
+from src.data.base import InMemoryBatches, SeededShuffle
+from src.validate import ACTIVATIONS, ConfigError, override_problems, validate
+from tests.conftest import CONF_DIR, compose_config, run_train, store_uri
+
+# Small and quick: iris has 97 training rows, 13 batches of 8 per epoch.
+TINY = ["data=iris", "data.batch_size=8", "callbacks=none", "trainer.log_every_n_steps=1"]
+
+
+def runs_of(mlruns: Path):
+    client = MlflowClient(store_uri(mlruns))
+    experiment = client.get_experiment_by_name("triad")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"]) if experiment else []
+    return client, runs
+
+
+def artifacts(client: MlflowClient, run_id: str) -> set[str]:
+    return {a.path for a in client.list_artifacts(run_id)}
+
+
+def steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def start(args: list[str], mlruns: Path, log: Path) -> subprocess.Popen:
+    """`python -m src.train` in the background, its output in a file."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "src.train", f"paths.mlruns_dir={mlruns}", *args],
+        cwd=PROJECT_ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+    )
+
+
+def wait_for_checkpoint(process: subprocess.Popen, mlruns: Path) -> Path:
+    """The first last.ckpt the run writes: training is under way (polls; no fixed sleep)."""
+    while True:
+        found = list((mlruns / "outputs").glob("*/*/checkpoints/last.ckpt"))
+        if found:
+            assert process.poll() is None, "the run ended before it could be stopped"
+            return found[0]
+        try:
+            process.wait(timeout=0.05)
+            raise AssertionError(f"the run ended (exit {process.returncode}) before its first checkpoint")
+        except subprocess.TimeoutExpired:
+            pass
+
+
+# ---------------------------------------------------------------- resume
+
+
+def test_a_resumable_loader_goes_on_with_the_next_batch():
+    data = (torch.arange(10),)
+    loader = InMemoryBatches(data, batch_size=3, sampler=SeededShuffle(10, seed=1, shuffle=True))
+    loader.sampler.set_epoch(2)
+    whole = [b[0].tolist() for b in loader]
+    seen = iter(loader)
+    next(seen), next(seen)
+    state = loader.state_dict()
+    fresh = InMemoryBatches(data, batch_size=3, sampler=SeededShuffle(10, seed=1, shuffle=True))
+    fresh.load_state_dict(state)
+    fresh.sampler.set_epoch(2)  # Lightning's order: state first, set_epoch before the first batch
+    assert [b[0].tolist() for b in fresh] == whole[2:]
+    fresh.sampler.set_epoch(3)
+    assert len(list(fresh)) == len(whole)  # the next epoch is whole again
+
+
+@pytest.mark.slow
+def test_kill_9_mid_epoch_then_ckpt_path_last_resumes_the_same_run(tmp_path):
+    # One example per batch: 97 steps an epoch, so the kill lands mid-epoch.
+    args = [*TINY, "data.batch_size=1", "trainer.max_epochs=2", "checkpoint_every_n_steps=5"]
+    plain = tmp_path / "plain"
+    run_train(args, plain)
+    plain_client, [reference] = runs_of(plain)
+    per_epoch = int(reference.data.params["data.train_size"])
+    expected = steps(plain_client, reference.info.run_id, "train/loss")
+    assert len(expected) == 2 * per_epoch
+
+    mlruns = tmp_path / "stopped"
+    process = start(args, mlruns, tmp_path / "stopped.log")
+    checkpoint = wait_for_checkpoint(process, mlruns)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved = torch.load(checkpoint, weights_only=True)["global_step"]
+    assert saved % per_epoch, f"the checkpoint is at an epoch boundary (step {saved}), not mid-epoch"
+    client, [killed] = runs_of(mlruns)
+    assert killed.info.status == "RUNNING"  # kill -9: nothing could mark it
+
+    result = run_train([*args, "ckpt_path=last"], mlruns)
+    assert f"resuming run {killed.info.run_id}" in result.stdout
+    client, runs = runs_of(mlruns)
+    assert [r.info.run_id for r in runs] == [killed.info.run_id]
+    assert runs[0].info.status == "FINISHED"
+    assert set(runs[0].data.metrics) == set(reference.data.metrics)
+    for key in reference.data.metrics:
+        resumed, plain_steps = steps(client, killed.info.run_id, key), steps(plain_client, reference.info.run_id, key)
+        if key == "epoch":  # Lightning logs it with train and val metrics alike: twice at an epoch's end
+            assert set(resumed) == set(plain_steps)
+        else:
+            assert resumed == plain_steps, f"{key}: steps differ from the uninterrupted run"
+    assert steps(client, killed.info.run_id, "train/loss") == expected  # one value per step, none missing
+
+
+def test_ckpt_path_last_without_an_unfinished_run_starts_a_new_one(mlruns):
+    cfg = compose_config([*TINY, "trainer.max_epochs=1", "ckpt_path=last"], mlruns)
+    from src.train import train
+
+    train(cfg)
+    _, [run] = runs_of(mlruns)
+    assert run.info.status == "FINISHED" and run.data.params["ckpt_path"] == "last"
+
+
+# ---------------------------------------------------------------- statuses
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stopped_run_ends_killed_with_a_checkpoint(stop, tmp_path):
+    mlruns = tmp_path / "mlruns"
+    process = start([*TINY, "trainer.max_epochs=500", "checkpoint_every_n_steps=2"], mlruns, tmp_path / "log")
+    checkpoint = wait_for_checkpoint(process, mlruns)
+    process.send_signal(stop)
+    assert process.wait(timeout=300) != 0
+    output = (tmp_path / "log").read_text()
+    assert "checkpoint saved" in output, output[-3000:]
+    client, [run] = runs_of(mlruns)
+    assert run.info.status == "KILLED"
+    assert "error.txt" in artifacts(client, run.info.run_id)
+    assert torch.load(checkpoint, weights_only=True)["global_step"] > 0
+
+
+def test_an_error_ends_the_run_failed_with_its_traceback(mlruns):
+    client = tracking.client_for(store_uri(mlruns))
+    experiment = tracking.experiment_id(client, "triad", None)
+    for error, status in [(ValueError("broken artifact"), "FAILED"), (KeyboardInterrupt(), "KILLED")]:
+        run_id = client.create_run(experiment).info.run_id
+        with pytest.raises(type(error)), tracking.run_status(client, run_id):
+            raise error
+        assert client.get_run(run_id).info.status == status
+        assert "error.txt" in artifacts(client, run_id)
+    run_id = client.create_run(experiment).info.run_id
+    with pytest.raises(ValueError), tracking.run_status(client, run_id):
+        raise ValueError("broken artifact")
+    assert "broken artifact" in Path(client.download_artifacts(run_id, "error.txt")).read_text()
+
+
+def test_a_diverging_run_stops_failed_naming_the_step_and_the_fix(mlruns):
+    from src.recovery import Diverged
+    from src.train import train
+
+    cfg = compose_config([*TINY, "trainer.max_epochs=3", "optimizer.lr=1e30"], mlruns)
+    with pytest.raises(Diverged) as caught:
+        train(cfg)
+    message = str(caught.value)
+    assert "at step" in message and "optimizer.lr=" in message
+    client, [run] = runs_of(mlruns)
+    assert run.info.status == "FAILED"
+    assert "diverged" in Path(client.download_artifacts(run.info.run_id, "error.txt")).read_text()
+
+
+@pytest.mark.slow
+def test_a_diverging_job_does_not_stop_the_sweep(mlruns):
+    result = run_train(["-m", *TINY, "trainer.max_epochs=2", "optimizer.lr=1e30,0.003"], mlruns, check=False)
+    # Hydra's basic launcher runs every job, then re-raises the first failure.
+    assert result.returncode != 0 and "Training diverged" in result.stderr
+    _, runs = runs_of(mlruns)
+    assert [(r.data.params["optimizer.lr"], r.info.status) for r in runs] == [("1e+30", "FAILED"), ("0.003", "FINISHED")]
+
+
+# ---------------------------------------------------------------- config checks
+
+CHOICES = {"data": "digits", "model": "mlp", "loss": "cross_entropy"}
+BAD_VALUES = [
+    (["optimizer.lr=0"], "optimizer.lr=0", "> 0"),
+    (["optimizer.lr=-0.1"], "optimizer.lr=-0.1", "> 0"),
+    (["optimizer.lr=fast"], "optimizer.lr='fast'", "a number"),
+    (["optimizer.weight_decay=-1"], "optimizer.weight_decay=-1", ">= 0"),
+    (["optimizer.betas=[0.9,1.5]"], "optimizer.betas", "[0, 1)"),
+    (["optimizer=sgd", "optimizer.momentum=1"], "optimizer.momentum=1", "[0, 1)"),
+    (["data.batch_size=0"], "data.batch_size=0", ">= 1"),
+    (["data.batch_size=2.5"], "data.batch_size=2.5", "'full'"),
+    (["data.val_fraction=1.2"], "data.val_fraction=1.2", "(0, 1)"),
+    (["model.dropout=1"], "model.dropout=1", "[0, 1)"),
+    (["model.dropout=-0.1"], "model.dropout=-0.1", "[0, 1)"),
+    (["model.activation=rleu"], "model.activation='rleu'", "Did you mean relu"),
+    (["model.hidden_size=0"], "model.hidden_size=0", ">= 1"),
+    (["model=transformer", "model.num_heads=3"], "model.num_heads=3", "divides"),
+    (["model=transformer", "model.pooling=max"], "model.pooling='max'", "first, mean"),
+    (["trainer.max_epochs=-1"], "trainer.max_epochs=-1", ">= 1"),
+    (["trainer.max_epochs=two"], "trainer.max_epochs='two'", "integer"),
+    (["trainer.precision=15"], "trainer.precision=15", "32-true"),
+    (["trainer.accelerator=tpv"], "trainer.accelerator='tpv'", "cpu"),
+    (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1", ">= 0"),
+    (["seed=-3"], "seed=-3", ">= 0"),
+    (["checkpoint_every_n_steps=0"], "checkpoint_every_n_steps=0", ">= 1"),
+    (["ckpt_path=/no/such.ckpt"], "ckpt_path='/no/such.ckpt'", "no such file"),
+    (["ckpt_path=last", "logger=none"], "ckpt_path='last'", "logger=mlflow"),
+    (["data._target_=os.system"], "data._target_='os.system'", "src.*"),
+    (["+model.extra={_target_:subprocess.Popen}"], "model.extra._target_='subprocess.Popen'", "torch.*"),
+    (["optimizer._target_=torch.hub.load"], "optimizer._target_='torch.hub.load'", "code loaders"),
+]
+
+
+@pytest.mark.parametrize("overrides,names,fix", BAD_VALUES, ids=[" ".join(b[0]) for b in BAD_VALUES])
+def test_a_bad_value_is_named_with_what_would_work(overrides, names, fix, mlruns):
+    cfg = compose_config(overrides, mlruns)
+    choices = {**CHOICES, **{o.split("=")[0]: o.split("=")[1] for o in overrides if o.split("=")[0] in ("model", "optimizer")}}
+    with pytest.raises(ConfigError) as caught:
+        validate(cfg, choices)
+    assert names in str(caught.value) and fix in str(caught.value)
+    assert not (mlruns / "mlflow.db").exists()
+
+
+BAD_OVERRIDES = [
+    (["trainer.max_epoch=2"], "trainer.max_epoch: no such key", "Did you mean trainer.max_epochs"),
+    (["optimizer.learning_rate=0.1"], "optimizer.learning_rate: no such key", "+optimizer.learning_rate"),
+    (["model=mpl"], "model=mpl: no such option", "Did you mean mlp"),
+    (["model=mlp,cnnn"], "model=cnnn: no such option", "linear, mlp, transformer"),
+    (["optimizer=adamw"], "optimizer=adamw", "Did you mean adam"),
+]
+
+
+@pytest.mark.parametrize("overrides,names,fix", BAD_OVERRIDES, ids=[" ".join(b[0]) for b in BAD_OVERRIDES])
+def test_a_misspelled_key_or_option_lists_close_matches(overrides, names, fix):
+    problems = "\n".join(override_problems(overrides, CONF_DIR))
+    assert names in problems and fix in problems
+
+
+def test_good_overrides_raise_no_problem():
+    good = ["model=mlp,transformer", "trainer.max_epochs=3", "+db_password=x", "hydra/launcher=joblib", "debug=fast"]
+    assert override_problems(good, CONF_DIR) == []
+
+
+def test_every_problem_of_a_command_is_reported_at_once_and_nothing_runs(mlruns):
+    result = run_train(["trainer.max_epoch=2", "model=mpl", "optimizer=adamw"], mlruns, check=False)
+    assert result.returncode == 2
+    for name in ("trainer.max_epoch", "model=mpl", "optimizer=adamw"):
+        assert name in result.stderr
+    result = run_train(
+        ["optimizer.lr=0", "model.dropout=1.5", "trainer.precision=15", "data._target_=os.system", "loss=mse",
+         "data=diabetes", "model=transformer", "model.num_heads=5"], mlruns, check=False,
+    )
+    assert result.returncode == 2 and "5 problem(s)" in result.stderr
+    for name in ("optimizer.lr=0", "model.dropout=1.5", "trainer.precision=15", "os.system", "model.num_heads=5"):
+        assert name in result.stderr
+    assert not (mlruns / "mlflow.db").exists()
+
+
+def test_validate_knows_the_activations_the_models_take():
+    from src.models.inputs import ACTIVATIONS as MODEL_ACTIVATIONS
+
+    assert set(ACTIVATIONS) == set(MODEL_ACTIVATIONS)
+
+
+# ---------------------------------------------------------------- parallel writers
+
+
+@pytest.mark.slow
+def test_four_parallel_jobs_share_one_new_sqlite_store(mlruns):
+    result = run_train(
+        ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "seed=0,1,2,3", *TINY, "trainer.max_epochs=2"],
+        mlruns,
+    )
+    assert "database is locked" not in result.stdout + result.stderr
+    client, runs = runs_of(mlruns)
+    assert sorted(r.data.params["seed"] for r in runs) == ["0", "1", "2", "3"]
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        recorded = steps(client, run.info.run_id, "train/loss")
+        assert len(recorded) == len(set(recorded)) == 2 * 13
+        assert len(steps(client, run.info.run_id, "val/loss")) == 2
+
+
+# ---------------------------------------------------------------- security
+
+
+def test_secret_looking_values_are_never_recorded(mlruns, monkeypatch):
+    from src.train import train
+
+    monkeypatch.setenv("TRIAD_TEST_API_TOKEN", "tok-7f3a9c")
+    cfg = compose_config([*TINY, "trainer.max_epochs=1", "+db_password=pw-51e2b8", "+api=${oc.env:TRIAD_TEST_API_TOKEN}"], mlruns)
+    train(cfg)
+    client, [run] = runs_of(mlruns)
+    recorded = {**run.data.params, **run.data.tags}
+    for secret in ("tok-7f3a9c", "pw-51e2b8"):
+        assert not [k for k, v in recorded.items() if secret in v or secret in k]
+        for name in ("config.yaml", "overrides.txt"):
+            assert secret not in Path(client.download_artifacts(run.info.run_id, name)).read_text()
+    assert "db_password" not in run.data.params
+
+
+def test_servers_in_the_docs_and_sessions_bind_to_localhost():
+    for path in ("noxfile.py", "README.md"):
+        text = (PROJECT_ROOT / path).read_text()
+        assert "0.0.0.0" not in text
+        for line in text.splitlines():
+            if "mlflow server" in line or "session.run(\"mlflow\"" in line:
+                assert "127.0.0.1" in line or "--host" not in line, f"{path}: {line}"
