@@ -1,5 +1,6 @@
 """triad: compare architectures, losses and optimizers with evidence."""
 
+import os
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -7,6 +8,11 @@ from omegaconf import OmegaConf
 # The repository root (the folder holding conf/ and mlruns/). Found from this file
 # so that runs land in the project's store wherever the command is started.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# MLflow's usage telemetry sends data to the internet (these machines are offline)
+# and sets/unsets environment variables from a background thread, which races with
+# triad's scan of the environment for secrets. Users may still turn it on.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 # `${triad_root:}` in conf/paths/default.yaml. Registered on import so that every
 # process running a job (joblib and submitit workers too) can resolve it.

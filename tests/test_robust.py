@@ -229,8 +229,8 @@ BAD_OVERRIDES = [
     (["trainer.max_epoch=2"], "trainer.max_epoch: no such key", "Did you mean trainer.max_epochs"),
     (["optimizer.learning_rate=0.1"], "optimizer.learning_rate: no such key", "+optimizer.learning_rate"),
     (["model=mpl"], "model=mpl: no such option", "Did you mean mlp"),
-    (["model=mlp,cnnn"], "model=cnnn: no such option", "linear, mlp, transformer"),
-    (["optimizer=adamw"], "optimizer=adamw", "Did you mean adam"),
+    (["model=mlp,cnnn"], "model=cnnn: no such option", "Did you mean cnn?"),
+    (["optimizer=adamz"], "optimizer=adamz", "Did you mean adam"),
 ]
 
 
@@ -246,9 +246,9 @@ def test_good_overrides_raise_no_problem():
 
 
 def test_every_problem_of_a_command_is_reported_at_once_and_nothing_runs(mlruns):
-    result = run_train(["trainer.max_epoch=2", "model=mpl", "optimizer=adamw"], mlruns, check=False)
+    result = run_train(["trainer.max_epoch=2", "model=mpl", "optimizer=adamz"], mlruns, check=False)
     assert result.returncode == 2
-    for name in ("trainer.max_epoch", "model=mpl", "optimizer=adamw"):
+    for name in ("trainer.max_epoch", "model=mpl", "optimizer=adamz"):
         assert name in result.stderr
     result = run_train(
         ["optimizer.lr=0", "model.dropout=1.5", "trainer.precision=15", "data._target_=os.system", "loss=mse",
