@@ -257,10 +257,13 @@ def report(client: MlflowClient, runs: list, out_dir: Path, parent=None, metric=
     for name, figure in figures.items():
         figure.savefig(out_dir / name, dpi=100)
     if parent is not None:
-        client.log_artifacts(parent.info.run_id, str(out_dir), "report")
+        # Another metric's report goes beside the sweep's own, never over it.
+        objective = result["chosen"][result["rows"][0]["choice"]][0].data.tags.get("triad.objective")
+        folder = "report" if result["metric"] == objective else "report-" + result["metric"].replace("/", "_")
+        client.log_artifacts(parent.info.run_id, str(out_dir), folder)
         # The verdicts at a glance in the UI's run list, the numbers in the report.
         verdicts = "; ".join(f"{p['a']} vs {p['b']}: {p['verdict']}" for p in result["pairs"]) or "one choice"
-        client.set_tag(parent.info.run_id, "triad.verdicts", verdicts[:5000])
+        client.set_tag(parent.info.run_id, f"triad.verdicts{folder.removeprefix('report')}", verdicts[:5000])
     console.print(f"Report: {out_dir / 'report.md'}")
     return result
 
