@@ -40,7 +40,9 @@ SECRET = re.compile(r"(^|[._/-])(TOKEN|PASSWORD|PASSWD|SECRET|API_?KEY|KEY|CREDE
 
 # Keys that say how a run is saved or restarted, not what it trains: a resumed
 # run may change them and still be the same experiment.
-NOT_TRAINING = ("ckpt_path", "checkpoint_every_n_steps")
+# Top-level keys that change how a run is kept, resumed or compared, not what it
+# trains: runs differing only in these share a config hash.
+NOT_TRAINING = ("ckpt_path", "checkpoint_every_n_steps", "compare", "skip_finished", "experiment_name", "log_model")
 CONFIG_HASH_TAG, CHECKPOINT_DIR_TAG = "triad.config_hash", "triad.checkpoint_dir"
 
 
@@ -143,7 +145,7 @@ def public_overrides(overrides: list[str]) -> list[str]:
 
 def config_hash(cfg: DictConfig) -> str:
     """Identifies what a run trains: equal for a resumed run and its original."""
-    params = {k: v for k, v in flat_params(cfg).items() if k not in NOT_TRAINING}
+    params = {k: v for k, v in flat_params(cfg).items() if k.split(".")[0] not in NOT_TRAINING}
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 

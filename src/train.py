@@ -27,8 +27,15 @@ def train(cfg: DictConfig) -> float | None:
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from src import console, recovery, tracking
+    from src import console, recovery, sweep, tracking
     from src.module import ExperimentModule, objective_of
+
+    # Sweeps (src/sweep.py): a job whose config already has a FINISHED run is not
+    # trained again, so an interrupted sweep, run again, does only the rest.
+    if cfg.logger and cfg.skip_finished and hydra_cfg.mode == RunMode.MULTIRUN:
+        recorded = sweep.reuse_finished(cfg)
+        if recorded is not None:
+            return recorded
 
     console.print_config(cfg, choices)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -49,7 +56,8 @@ def train(cfg: DictConfig) -> float | None:
     run = tracking.start_run(
         cfg, choices, overrides,
         extra_params={"model.num_params": num_params, "data.train_size": datamodule.split_size("train")},
-        extra_tags={"triad.objective": objective, "triad.task": spec.task},
+        extra_tags={"triad.objective": objective, "triad.objective_mode": mode, "triad.task": spec.task,
+                    **sweep.job_tags(cfg)},
     )
     with tracking.run_status(run.client, run.id):
         if run.client is not None:

@@ -1,0 +1,310 @@
+"""`python -m src.compare`: which choice wins, and how sure we are, from MLflow runs.
+
+    python -m src.compare                          # the latest sweep's parent run
+    python -m src.compare --sweep <parent run id> --by model --metric test/acc
+    python -m src.compare --filter "params.data = 'iris'" --out reports/iris
+
+Runs are grouped by the choices that vary (or --by); each group's scores are the
+objective's best value per run (`<metric>_best`, else the metric's last value).
+Nuisance params (tuned per choice) are settled first: per choice, the setting with
+the best mean score is kept and only its runs are compared.
+"""
+
+import argparse
+import itertools
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+from mlflow import MlflowClient
+from rich.console import Console
+from rich.table import Table
+
+from src import PROJECT_ROOT, stats
+
+# Params recorded on every run that follow from others (sizes), never compared on their own.
+DERIVED = ("seed", "model.num_params", "data.train_size", "compare.scientific", "compare.nuisance")
+
+
+def sweep_runs(client: MlflowClient, parent_id: str) -> list:
+    """Every child run of a sweep's parent, whatever its status."""
+    parent = client.get_run(parent_id)
+    query = f"tags.`mlflow.parentRunId` = '{parent_id}'"
+    return client.search_runs([parent.info.experiment_id], query, order_by=["attributes.start_time ASC"])
+
+
+def latest_parent(client: MlflowClient, experiment_ids: list[str]):
+    found = client.search_runs(experiment_ids, "tags.`triad.sweep` = 'parent'",
+                               order_by=["attributes.start_time DESC"], max_results=1)
+    return found[0] if found else None
+
+
+def varied_params(runs: list, exclude: tuple = ()) -> list[str]:
+    """Params whose value differs across the runs, without the seed and derived sizes;
+    a dotted param (model.hidden_size) is dropped when its group (model) varies."""
+    keys = sorted(set().union(*(r.data.params for r in runs)))
+    varied = [k for k in keys if k not in DERIVED and k not in exclude
+              and len({r.data.params.get(k) for r in runs}) > 1]
+    return [k for k in varied if k.split(".")[0] == k or k.split(".")[0] not in varied]
+
+
+def direction(metric: str, runs: list) -> str:
+    """"max" or "min": the objective's recorded mode, else the metric's name decides."""
+    for run in runs:
+        if run.data.tags.get("triad.objective") == metric and "triad.objective_mode" in run.data.tags:
+            return run.data.tags["triad.objective_mode"]
+    from src.module import objective_of  # heavy (Lightning); only for runs without the tag
+
+    return objective_of(metric, "multiclass")[1]
+
+
+def score(run, metric: str) -> float | None:
+    metrics = run.data.metrics
+    value = metrics.get(f"{metric}_best", metrics.get(metric))
+    return None if value is None or np.isnan(value) else value
+
+
+def _label(run, keys: list[str]) -> str:
+    return "-".join(str(run.data.params.get(k)) for k in keys) if keys else "all"
+
+
+def search_range(key: str, runs: list, parent) -> tuple[float, float, bool, bool] | None:
+    """(low, high, continuous, log scale) of a tuned param: the sweep's search space when
+    the parent recorded one with numbers in it, else the values the runs tried."""
+    text = parent.data.params.get(f"search.{key}", "") if parent else ""
+    numbers = [float(x) for x in re.findall(r"-?\d+\.?\d*(?:e-?\d+)?", text.split("tag(")[-1])]
+    if len(numbers) < 2:
+        try:
+            numbers = [float(r.data.params[key]) for r in runs if key in r.data.params]
+        except ValueError:
+            return None  # a categorical nuisance param has no edge
+    if len(numbers) < 2:
+        return None
+    return min(numbers), max(numbers), "interval" in text, "log" in text
+
+
+def at_edge(value: float, low: float, high: float, continuous: bool, log: bool) -> bool:
+    """A grid's lowest or highest value; in a continuous range, its outer tenth."""
+    if not continuous:
+        return value in (low, high)
+    if log and low > 0:
+        value, low, high = np.log(value), np.log(low), np.log(high)
+    return value <= low + 0.1 * (high - low) or value >= high - 0.1 * (high - low)
+
+
+def analyse(runs: list, metric: str | None = None, by: list[str] | None = None,
+            nuisance: list[str] | None = None, parent=None) -> dict:
+    """Everything the report shows, as plain numbers (tested without any drawing)."""
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    if not finished:
+        raise ValueError(f"No FINISHED runs to compare (of {len(runs)}).")
+    metric = metric or finished[0].data.tags.get("triad.objective")
+    mode = direction(metric, finished)
+    sign = 1.0 if mode == "max" else -1.0  # stats want higher = better
+    nuisance = list(nuisance or [])
+    by = list(by) if by else varied_params(finished, exclude=tuple(nuisance))
+
+    groups: dict[str, list] = {}
+    for run in finished:
+        if score(run, metric) is not None:
+            groups.setdefault(_label(run, by), []).append(run)
+    failed = {}
+    for run in runs:
+        if run.info.status != "FINISHED":
+            failed[_label(run, by)] = failed.get(_label(run, by), 0) + 1
+
+    rows, tuning, chosen, all_scores = [], [], {}, {}
+    for name, members in sorted(groups.items()):
+        all_scores[name] = [score(r, metric) for r in members]
+        kept = members
+        if nuisance:  # the nuisance setting with the best mean score, per choice
+            settings: dict[str, list] = {}
+            for run in members:
+                settings.setdefault(_label(run, nuisance), []).append(run)
+            means = {s: float(np.mean([score(r, metric) for r in rs])) for s, rs in settings.items()}
+            best = max(means, key=lambda s: sign * means[s])
+            kept = settings[best]
+            warnings = []
+            for key in nuisance:
+                space = search_range(key, members, parent)
+                try:
+                    value = float(kept[0].data.params[key])
+                except (KeyError, ValueError):
+                    continue
+                if space and at_edge(value, *space):
+                    warnings.append(f"{key}={kept[0].data.params[key]} is at the edge of its search range "
+                                    f"[{space[0]:g}, {space[1]:g}]: widen it")
+            tuning.append({"choice": name, "setting": best, "mean": means[best], "runs": len(kept),
+                           "settings": len(settings), "warnings": warnings})
+        chosen[name] = kept
+        values = np.array([score(r, metric) for r in kept])
+        fit = [r.data.metrics["time/fit_s"] for r in kept if "time/fit_s" in r.data.metrics]
+        rows.append({
+            "choice": name, "runs": len(values), "failed": failed.get(name, 0),
+            "mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            "ci": stats.bootstrap_ci(values), "median": float(np.median(values)),
+            "iqm": stats.iqm(values), "best": float(values.max() if mode == "max" else values.min()),
+            "fit_s": float(np.mean(fit)) if fit else float("nan"),
+        })
+
+    pairs = []
+    for a, b in itertools.combinations([row["choice"] for row in rows], 2):
+        xa = sign * np.array([score(r, metric) for r in chosen[a]])
+        xb = sign * np.array([score(r, metric) for r in chosen[b]])
+        low, high = stats.prob_better_ci(xa, xb)
+        pairs.append({"a": a, "b": b, "p": stats.prob_better(xa, xb), "ci": (low, high),
+                      "verdict": stats.verdict(low, high, a, b)})
+
+    expected = {name: [sign * stats.expected_max(sign * np.array(v), n) for n in range(1, len(v) + 1)]
+                for name, v in all_scores.items()}
+    return {"metric": metric, "mode": mode, "by": by, "nuisance": nuisance, "rows": rows, "pairs": pairs,
+            "tuning": tuning, "expected": expected, "chosen": chosen,
+            "runs": len(runs), "finished": len(finished), "failed": len(runs) - len(finished)}
+
+
+def history(client: MlflowClient, run, metric: str) -> list[tuple[int, float]]:
+    """The validation curve of the metric (a reused run points to the one that trained)."""
+    run_id = run.data.tags.get("triad.reused_from", run.info.run_id)
+    key = "val/" + metric.rsplit("/", 1)[-1]
+    return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+
+
+def markdown(result: dict, title: str) -> str:
+    """The report as markdown: the tables, the verdicts, the tuning, the plots."""
+    best_word = "highest" if result["mode"] == "max" else "lowest"
+    lines = [f"# {title}", "",
+             f"{result['runs']} runs: {result['finished']} FINISHED, {result['failed']} not finished (FAILED, KILLED or RUNNING). "
+             f"Metric: `{result['metric']}` ({best_word} is better); grouped by "
+             f"{', '.join(result['by']) or 'nothing (one group)'}"
+             + (f"; tuned per choice: {', '.join(result['nuisance'])}" if result["nuisance"] else "") + ".", "",
+             "| choice | runs | failed | mean | std | 95% CI | median | IQM | best | fit s |",
+             "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['choice']} | {r['runs']} | {r['failed']} | {r['mean']:.4f} | {r['std']:.4f} | "
+                     f"[{r['ci'][0]:.4f}, {r['ci'][1]:.4f}] | {r['median']:.4f} | {r['iqm']:.4f} | "
+                     f"{r['best']:.4f} | {r['fit_s']:.1f} |")
+    lines += ["", "## Pairwise: P(A beats B)", "",
+              "Over all pairs (one run of A, one of B; unpaired, ties count 1/2), with a 95% bootstrap "
+              "interval. A verdict needs the interval above 0.5 and reaching 0.75 (Bouthillier et al. 2021).", "",
+              "| A | B | P(A > B) | 95% CI | verdict |", "|---|---|---:|---|---|"]
+    for p in result["pairs"]:
+        lines.append(f"| {p['a']} | {p['b']} | {p['p']:.3f} | [{p['ci'][0]:.3f}, {p['ci'][1]:.3f}] | **{p['verdict']}** |")
+    if not result["pairs"]:
+        lines.append("| (one choice only: nothing to compare) | | | | |")
+    if result["tuning"]:
+        lines += ["", "## Tuning: the best setting per choice", "",
+                  "| choice | best setting | mean | runs | settings tried |", "|---|---|---:|---:|---:|"]
+        for t in result["tuning"]:
+            lines.append(f"| {t['choice']} | {t['setting']} | {t['mean']:.4f} | {t['runs']} | {t['settings']} |")
+        lines += [f"- WARNING {t['choice']}: {w}" for t in result["tuning"] for w in t["warnings"]]
+    lines += ["", f"## Expected {best_word} score vs number of trials (Dodge et al. 2019)", "",
+              "| choice | " + " | ".join(f"n={n}" for n in (1, 2, 4, 8)) + " |", "|---|" + "---:|" * 4]
+    for name, curve in result["expected"].items():
+        cells = [f"{curve[n - 1]:.4f}" if n <= len(curve) else "" for n in (1, 2, 4, 8)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "![learning curves](learning_curves.png)", "![intervals](intervals.png)",
+              "![expected best](expected_max.png)", ""]
+    return "\n".join(lines)
+
+
+def print_tables(result: dict, title: str, console: Console) -> None:
+    table = Table(title=f"{title}: {result['metric']} ({'higher' if result['mode'] == 'max' else 'lower'} is better)")
+    for column in ("choice", "runs", "failed", "mean", "std", "95% CI", "median", "IQM", "best", "fit s"):
+        table.add_column(column, justify="left" if column == "choice" else "right")
+    for r in result["rows"]:
+        table.add_row(r["choice"], str(r["runs"]), str(r["failed"]), f"{r['mean']:.4f}", f"{r['std']:.4f}",
+                      f"[{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]", f"{r['median']:.4f}", f"{r['iqm']:.4f}",
+                      f"{r['best']:.4f}", f"{r['fit_s']:.1f}")
+    console.print(table)
+    pairs = Table(title="P(A beats B), all pairs of runs, 95% bootstrap CI")
+    for column in ("A", "B", "P(A>B)", "95% CI", "verdict"):
+        pairs.add_column(column)
+    for p in result["pairs"]:
+        style = "bold green" if p["verdict"] != "no evidence" else "yellow"
+        pairs.add_row(p["a"], p["b"], f"{p['p']:.3f}", f"[{p['ci'][0]:.3f}, {p['ci'][1]:.3f}]",
+                      f"[{style}]{p['verdict']}[/]")
+    console.print(pairs)
+    for t in result["tuning"]:
+        console.print(f"tuned {t['choice']}: best {t['setting']} (mean {t['mean']:.4f} over {t['runs']} runs)")
+        for warning in t["warnings"]:
+            console.print(f"[bold red]WARNING[/] {t['choice']}: {warning}")
+
+
+def report(client: MlflowClient, runs: list, out_dir: Path, parent=None, metric=None, by=None,
+           nuisance=None, console: Console | None = None) -> dict:
+    """Analyse the runs, print the tables, write report.md and the PNGs into out_dir,
+    and log them under `report/` of the sweep's parent run when there is one."""
+    from src import report_plots
+
+    if parent is not None and nuisance is None:
+        nuisance = [k for k in parent.data.params.get("compare.nuisance", "none").split(",") if k != "none"]
+    if parent is not None and by is None:
+        by = [k for k in parent.data.params.get("compare.scientific", "none").split(",") if k != "none"] or None
+    result = analyse(runs, metric, by, nuisance, parent)
+    console = console or Console(width=max(Console().width, 120))  # the table needs ~110 columns
+    title = f"Comparison: {parent.info.run_name} ({parent.info.run_id})" if parent else "Comparison"
+    print_tables(result, title, console)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.md").write_text(markdown(result, title))
+    curves = {name: [history(client, r, result["metric"]) for r in members] for name, members in result["chosen"].items()}
+    best_word = "highest" if result["mode"] == "max" else "lowest"
+    figures = {"learning_curves.png": report_plots.learning_curves(curves, "val/" + result["metric"].rsplit("/", 1)[-1]),
+               "intervals.png": report_plots.intervals(result["rows"], result["metric"]),
+               "expected_max.png": report_plots.expected_max(result["expected"], result["metric"], best_word)}
+    for name, figure in figures.items():
+        figure.savefig(out_dir / name, dpi=100)
+    if parent is not None:
+        # Another metric's report goes beside the sweep's own, never over it.
+        objective = result["chosen"][result["rows"][0]["choice"]][0].data.tags.get("triad.objective")
+        folder = "report" if result["metric"] == objective else "report-" + result["metric"].replace("/", "_")
+        client.log_artifacts(parent.info.run_id, str(out_dir), folder)
+        # The verdicts at a glance in the UI's run list, the numbers in the report.
+        verdicts = "; ".join(f"{p['a']} vs {p['b']}: {p['verdict']}" for p in result["pairs"]) or "one choice"
+        client.set_tag(parent.info.run_id, f"triad.verdicts{folder.removeprefix('report')}", verdicts[:5000])
+    console.print(f"Report: {out_dir / 'report.md'}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m src.compare", description=__doc__.split("\n")[0])
+    default_uri = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{PROJECT_ROOT / 'mlruns' / 'mlflow.db'}")
+    parser.add_argument("--tracking-uri", default=default_uri, help=f"MLflow store (default: {default_uri})")
+    parser.add_argument("--experiment", default="triad", help="experiment name (default: triad)")
+    parser.add_argument("--sweep", help="a sweep id (its parent run's id); default: the latest sweep")
+    parser.add_argument("--filter", help="an MLflow filter string; compares the matching runs instead of a sweep")
+    parser.add_argument("--by", help="comma-separated params to group by (default: those that vary)")
+    parser.add_argument("--nuisance", help="comma-separated params tuned per choice (default: the sweep's)")
+    parser.add_argument("--metric", help="metric to compare (default: the runs' objective, its _best value)")
+    parser.add_argument("--out", type=Path, help="folder for report.md and the PNGs")
+    args = parser.parse_args(argv)
+
+    client = MlflowClient(args.tracking_uri)
+    experiment = client.get_experiment_by_name(args.experiment)
+    if experiment is None:
+        raise SystemExit(f"No experiment '{args.experiment}' in {args.tracking_uri}.")
+    parent = None
+    if args.filter:
+        found = client.search_runs([experiment.experiment_id], args.filter)
+        runs = [r for r in found if r.data.tags.get("triad.sweep") != "parent"]
+    else:
+        parent = client.get_run(args.sweep) if args.sweep else latest_parent(client, [experiment.experiment_id])
+        if parent is None:
+            raise SystemExit(f"No sweep in experiment '{args.experiment}': run one (python -m src.train -m ...) "
+                             "or pass --filter.")
+        runs = sweep_runs(client, parent.info.run_id)
+    out = args.out
+    if out is None:
+        sweep_dir = parent.data.tags.get("triad.sweep_dir") if parent else None
+        out = Path(sweep_dir) / "report" if sweep_dir else PROJECT_ROOT / "mlruns" / "reports" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    split = lambda text: text.split(",") if text else None  # noqa: E731
+    try:
+        report(client, runs, out, parent, args.metric, split(args.by), split(args.nuisance))
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""A sweep in MLflow: one parent run per Hydra multirun, each job its child, and
+re-runs that skip the jobs already done.
+
+The parent process creates the store, the experiment and the parent run before any
+job starts (SQLite creation races otherwise, see STACK-FACTS). Its id reaches each
+job through `on_job_start`, which Hydra calls in the process that runs the job: the
+callback object travels with the job to joblib and submitit workers, so this works
+whatever the launcher, and whatever environment a reused worker was started with.
+"""
+
+import atexit
+import os
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+PARENT_ENV = "TRIAD_SWEEP_PARENT"
+def job_tags(cfg: DictConfig) -> dict[str, str]:
+    """Tags of a run: its config hash, and in a sweep its parent, sweep id and job number."""
+    from src import tracking  # MLflow loads only when a job runs
+
+    tags = {tracking.CONFIG_HASH_TAG: tracking.config_hash(cfg)}
+    parent = os.environ.get(PARENT_ENV)
+    if parent and HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
+        tags.update({"mlflow.parentRunId": parent, "triad.sweep_id": parent,
+                     "triad.job_num": str(HydraConfig.get().job.num)})
+    return tags
+
+
+def reuse_finished(cfg: DictConfig) -> float | None:
+    """If this experiment holds a FINISHED run with this config (trained by an earlier,
+    perhaps interrupted, sweep), record a child of this sweep that points to it
+    (tag `triad.reused_from`, same params and final metrics) and return its best
+    objective; else None. The earlier sweep keeps its own record untouched."""
+    from mlflow.entities import Metric, Param
+
+    from src import tracking
+
+    client = tracking.client_for(cfg.logger.tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.experiment_name)
+    if experiment is None:
+        return None
+    tags = job_tags(cfg)
+    query = f"tags.`triad.config_hash` = '{tags['triad.config_hash']}' and attributes.status = 'FINISHED'"
+    found = client.search_runs([experiment.experiment_id], query, order_by=["attributes.start_time DESC"])
+    originals = [r for r in found if "triad.reused_from" not in r.data.tags]
+    if not originals:
+        return None
+    twin = originals[0]
+    kept = {k: v for k, v in twin.data.tags.items() if not k.startswith(("mlflow.", "triad.sweep_id", "triad.job_num"))}
+    run = client.create_run(
+        experiment.experiment_id, run_name=twin.info.run_name,
+        tags={**kept, **tags, "triad.reused_from": twin.info.run_id, "mlflow.source.name": "src.train"},
+    )
+    params = [Param(k, v) for k, v in twin.data.params.items()]
+    for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+        client.log_batch(run.info.run_id, params=params[start : start + 100])
+    metrics = [Metric(k, v, run.info.start_time, 0) for k, v in twin.data.metrics.items()]
+    client.log_batch(run.info.run_id, metrics=metrics)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    objective = twin.data.tags.get("triad.objective")
+    print(f"Skipped: run {twin.info.run_id} already trained this config; recorded as {run.info.run_id}")
+    return twin.data.metrics.get(f"{objective}_best")
+
+
+class SweepCallback(Callback):
+    """Parent run for a multirun: created before the jobs, ended with the report."""
+
+    def __init__(self) -> None:
+        self.parent_id: str | None = None
+        self.tracking_uri: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        if not config.get("logger"):
+            return  # logger=none: nothing is recorded, so no parent either
+        from mlflow.entities import Param
+
+        from src import tracking
+
+        self.tracking_uri = config.logger.tracking_uri
+        client = tracking.client_for(self.tracking_uri)
+        artifact_location = config.logger.get("artifact_location") if self.tracking_uri.startswith("sqlite") else None
+        exp_id = tracking.experiment_id(client, config.experiment_name, artifact_location)
+        choices = config.hydra.runtime.choices
+        name = choices.get("sweep") or "multirun"
+        sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
+        overrides = " ".join(config.hydra.overrides.task)
+        tags = {"triad.sweep": "parent", "triad.sweep_dir": sweep_dir, "triad.overrides": overrides,
+                "mlflow.source.name": "src.train", **tracking.git_tags()}
+        run = client.create_run(exp_id, run_name=f"sweep-{name}", tags=tags)
+        self.parent_id = run.info.run_id
+        client.set_tag(self.parent_id, "triad.sweep_id", self.parent_id)
+        # What varies, what is tuned, and how: the report reads these back.
+        params = {"sweep": name, "sweeper": choices.get("hydra/sweeper"), "launcher": choices.get("hydra/launcher"),
+                  "compare.scientific": _listed(config.compare.scientific),
+                  "compare.nuisance": _listed(config.compare.nuisance)}
+        # The search space: the sweep file's, with what the command line swept instead.
+        space = {str(k): str(v) for k, v in (config.hydra.sweeper.get("params") or {}).items()}
+        for override in config.hydra.overrides.task:
+            key, _, value = override.lstrip("+~").partition("=")
+            if key in space or "," in value or "(" in value:
+                space[key] = value
+        params.update({f"search.{key}": value for key, value in space.items()})
+        client.log_batch(self.parent_id, params=[Param(k, str(v)) for k, v in params.items()])
+        os.environ[PARENT_ENV] = self.parent_id
+        atexit.register(self._end, "FAILED", sweep_dir)  # a job raised or Ctrl-C: the report still gets written
+        print(f"Sweep parent run {self.parent_id} (experiment '{config.experiment_name}')")
+
+    def on_job_start(self, config: DictConfig, **kwargs) -> None:
+        if self.parent_id:  # in the process that runs the job, a worker's included
+            os.environ[PARENT_ENV] = self.parent_id
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        if self.parent_id:
+            self._end("FINISHED", str(Path(config.hydra.sweep.dir).resolve()))
+
+    def _end(self, status: str, sweep_dir: str) -> None:
+        """Write the comparison report onto the parent, then end it (once)."""
+        from src import compare, tracking
+
+        client = tracking.client_for(self.tracking_uri)
+        if client.get_run(self.parent_id).info.status != "RUNNING":
+            return
+        try:
+            compare.report(client, compare.sweep_runs(client, self.parent_id), Path(sweep_dir) / "report",
+                           parent=client.get_run(self.parent_id))
+        except ValueError as error:  # nothing finished: nothing to compare
+            print(f"No report: {error}")
+        finally:
+            client.set_terminated(self.parent_id, status)
+            os.environ.pop(PARENT_ENV, None)
+
+
+def _listed(value) -> str:
+    """A list-valued config key as a short param: "optimizer,optimizer.lr" ("none" if unset)."""
+    if not value:
+        return "none"
+    return ",".join(value) if OmegaConf.is_list(value) or isinstance(value, list) else str(value)

@@ -1,0 +1,84 @@
+"""`python -m src.compare` on sweeps written straight into a real MLflow store: the
+grouping, the nuisance tuning, the verdicts and where the report goes."""
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+
+from src import compare
+from tests.conftest import store_uri
+
+
+def record_sweep(client: MlflowClient, runs: list[tuple[dict, float, str]], nuisance: str = "none") -> str:
+    """A parent and one child per (params, val/acc_best, status), as a sweep records them."""
+    exp_id = client.create_experiment("triad")
+    parent = client.create_run(exp_id, run_name="sweep-test", tags={"triad.sweep": "parent"}).info.run_id
+    client.log_batch(parent, params=[Param("compare.scientific", "none"), Param("compare.nuisance", nuisance),
+                                     Param("search.optimizer.lr", "0.001,0.01,0.1")])
+    for params, score, status in runs:
+        tags = {"mlflow.parentRunId": parent, "triad.objective": "val/acc", "triad.objective_mode": "max"}
+        run_id = client.create_run(exp_id, tags=tags).info.run_id
+        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()],
+                         metrics=[Metric("val/acc_best", score, 0, 0), Metric("time/fit_s", 2.0, 0, 0)])
+        for epoch in range(3):
+            client.log_metric(run_id, "val/acc", score * (epoch + 1) / 3, step=10 * epoch)
+        client.set_terminated(run_id, status)
+    return parent
+
+
+def test_report_names_a_winner_counts_failures_and_lands_on_the_parent(mlruns, capsys):
+    client = MlflowClient(store_uri(mlruns))
+    runs = [({"model": "mlp", "seed": s, "model.num_params": 100}, 0.9 + s / 100, "FINISHED") for s in range(3)]
+    runs += [({"model": "linear", "seed": s, "model.num_params": 30}, 0.5 + s / 100, "FINISHED") for s in range(3)]
+    runs += [({"model": "mlp", "seed": 3, "model.num_params": 100}, 0.0, "FAILED")]
+    parent = record_sweep(client, runs)
+
+    compare.main(["--tracking-uri", store_uri(mlruns), "--out", str(mlruns / "report")])
+
+    text = (mlruns / "report" / "report.md").read_text()
+    assert "7 runs: 6 FINISHED, 1 not finished" in text
+    assert "grouped by model." in text  # seed and the derived size are not choices
+    assert "| mlp | 3 | 1 | 0.9100 | 0.0100 |" in text  # runs, failed, mean, std
+    assert "| linear | mlp | 0.000 | [0.000, 0.000] | **mlp better** |" in text
+    assert "mlp better" in capsys.readouterr().out
+    for name in ("report.md", "learning_curves.png", "intervals.png", "expected_max.png"):
+        assert (mlruns / "report" / name).stat().st_size > 0
+    logged = {a.path for a in client.list_artifacts(parent, "report")}
+    assert "report/report.md" in logged and "report/learning_curves.png" in logged
+    assert client.get_run(parent).data.tags["triad.verdicts"] == "linear vs mlp: mlp better"
+
+
+def test_nuisance_is_tuned_per_choice_before_comparing(mlruns):
+    client = MlflowClient(store_uri(mlruns))
+    # sgd is best at lr=0.1 (the grid's edge), adam at 0.01; the two bests overlap.
+    scores = {("sgd", 0.001): 0.3, ("sgd", 0.01): 0.6, ("sgd", 0.1): 0.9,
+              ("adam", 0.001): 0.8, ("adam", 0.01): 0.9, ("adam", 0.1): 0.4}
+    runs = [({"optimizer": opt, "optimizer.lr": lr, "seed": s}, score + (s - 1) / 100, "FINISHED")
+            for (opt, lr), score in scores.items() for s in range(3)]
+    parent = record_sweep(client, runs, nuisance="optimizer.lr")
+
+    result = compare.report(client, compare.sweep_runs(client, parent), mlruns / "report",
+                            parent=client.get_run(parent))
+
+    assert result["by"] == ["optimizer"] and result["nuisance"] == ["optimizer.lr"]
+    tuned = {t["choice"]: t for t in result["tuning"]}
+    assert tuned["sgd"]["setting"] == "0.1" and tuned["adam"]["setting"] == "0.01"
+    assert any("edge of its search range" in w for w in tuned["sgd"]["warnings"])
+    assert not tuned["adam"]["warnings"]
+    rows = {r["choice"]: r for r in result["rows"]}
+    assert rows["sgd"]["runs"] == 3 and abs(rows["sgd"]["mean"] - 0.9) < 1e-9
+    assert [p["verdict"] for p in result["pairs"]] == ["no evidence"]
+    # The expected-best curve uses every trial of a choice (3 lrs x 3 seeds).
+    assert len(result["expected"]["sgd"]) == 9
+    assert "WARNING sgd: optimizer.lr=0.1" in (mlruns / "report" / "report.md").read_text()
+
+
+def test_filter_and_by_select_runs_without_a_sweep(mlruns):
+    client = MlflowClient(store_uri(mlruns))
+    runs = [({"model": m, "data": d, "seed": s}, score + s / 100, "FINISHED")
+            for m, d, score in [("mlp", "iris", 0.9), ("linear", "iris", 0.8), ("mlp", "digits", 0.1)]
+            for s in range(2)]
+    record_sweep(client, runs)
+    compare.main(["--tracking-uri", store_uri(mlruns), "--filter", "params.data = 'iris'", "--by", "model",
+                  "--out", str(mlruns / "iris")])
+    text = (mlruns / "iris" / "report.md").read_text()
+    assert "4 runs: 4 FINISHED" in text and "| linear | mlp |" in text
