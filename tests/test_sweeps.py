@@ -67,8 +67,8 @@ def test_joblib_workers_record_children_of_the_parent(mlruns):
 
 @pytest.mark.slow
 def test_a_rerun_skips_finished_jobs_and_failures_are_counted(mlruns):
-    # First sweep: one job fails after its run started (a checkpoint that isn't there).
-    first = run_train(["-m", "model=linear", "seed=0", "ckpt_path=null,/nonexistent/last.ckpt", *SMALL],
+    # First sweep: one job fails after its run started (it diverges; 0.003 is the default lr).
+    first = run_train(["-m", "model=linear", "seed=0", "optimizer.lr=0.003,1e300", *SMALL],
                       mlruns, check=False)
     assert first.returncode != 0  # Hydra reports the failed job once the sweep is over
     client, parents, children = sweep_record(mlruns)
