@@ -25,6 +25,8 @@ LOSSES = {
     "cross_entropy": {"multiclass", "language_model"},
     "mse": {"regression", "multiclass", "binary"},
 }
+# Numeric precisions triad supports (Lightning's names).
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 
 
 class ConfigError(ValueError):
@@ -81,9 +83,20 @@ def value_problems(cfg: DictConfig) -> list[str]:
     return problems
 
 
+def scale_problems(cfg: DictConfig) -> list[str]:
+    """Precision and the compile switch (where and how a run computes)."""
+    problems = []
+    precision = cfg.trainer.get("precision")
+    if precision is not None and str(precision) not in PRECISIONS:
+        problems.append(f"trainer.precision={precision!r}: use one of {', '.join(PRECISIONS)}.")
+    if not isinstance(cfg.get("compile", False), bool):
+        problems.append(f"compile={cfg.compile!r}: must be true or false.")
+    return problems
+
+
 def validate(cfg: DictConfig, choices: dict[str, str]) -> None:
     """Raise ConfigError listing every problem of the config, or return None."""
-    problems = value_problems(cfg)
+    problems = value_problems(cfg) + scale_problems(cfg)
     problems += compatibility_problems(choices.get("data"), choices.get("model"), choices.get("loss"))
     if problems:
         raise ConfigError(problems)
