@@ -11,7 +11,7 @@ import subprocess
 import traceback
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import mlflow
@@ -37,7 +37,19 @@ def client_for(tracking_uri: str) -> MlflowClient:
     if tracking_uri.startswith("sqlite:///"):
         # SQLite creates the file but not its folder.
         Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri)
+    with store_lock(tracking_uri):  # the client creates a new store's tables at once
+        return MlflowClient(tracking_uri)
+
+
+def store_lock(tracking_uri: str):
+    """A lock beside a SQLite store. Parallel jobs (joblib, submitit) that create a
+    new store or experiment at the same moment race in MLflow's table migration
+    and its unique constraint; under the lock the first creates, the rest find."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return nullcontext()
+    from filelock import FileLock  # comes with torch
+
+    return FileLock(tracking_uri.removeprefix("sqlite:///") + ".lock")
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
@@ -130,7 +142,8 @@ def start_run(
     uri = cfg.logger.tracking_uri
     client = client_for(uri)
     artifact_location = cfg.logger.get("artifact_location") if uri.startswith("sqlite") else None
-    exp_id = experiment_id(client, cfg.experiment_name, artifact_location)
+    with store_lock(uri):
+        exp_id = experiment_id(client, cfg.experiment_name, artifact_location)
     tags = {
         "mlflow.source.name": "src.train",
         "mlflow.source.type": "LOCAL",
