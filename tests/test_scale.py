@@ -214,7 +214,7 @@ def mlflow_server(tmp_path):
 @pytest.mark.slow
 def test_a_tracking_server_receives_params_metrics_and_artifacts(mlflow_server, mlruns):
     uri, artifacts = mlflow_server
-    run_train(TINY, mlruns, env={"MLFLOW_TRACKING_URI": uri})
+    run_train([*TINY, "trainer.log_every_n_steps=1"], mlruns, env={"MLFLOW_TRACKING_URI": uri})
     assert not (mlruns / "mlflow.db").exists()  # nothing went to the local store
     client, runs = runs_in(uri)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
