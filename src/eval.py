@@ -70,10 +70,13 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 def record(cfg: DictConfig, run_cfg: DictConfig, original, ckpt_path: str, results: dict) -> None:
     """A new run in the original's experiment: the evaluated config as params, the
     test metrics, and tags naming what was evaluated."""
+    import mlflow
     from mlflow import MlflowClient
 
     from src import tracking
 
+    # run_status flushes through the global client, whose default is ./mlflow.db.
+    mlflow.set_tracking_uri(cfg.logger.tracking_uri)
     client = MlflowClient(cfg.logger.tracking_uri)
     run_cfg.logger = cfg.logger
     choices = {g: original.data.params[g] for g in tracking.CHOICE_GROUPS if original and g in original.data.params}

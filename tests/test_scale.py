@@ -241,7 +241,9 @@ def test_logged_model_predicts_and_eval_reproduces_the_test_metric(mlruns):
     new_inputs = np.random.default_rng(0).normal(size=(7, 4)).astype(np.float32)
     assert model.predict(new_inputs).shape == (7, 3)
 
+    stray_store = (PROJECT_ROOT / "mlflow.db").exists()
     run_eval([f"run_id={run.info.run_id}"], mlruns)
+    assert (PROJECT_ROOT / "mlflow.db").exists() == stray_store  # nothing written to MLflow's default store
     _, runs = runs_in(uri)
     (evaluation,) = [r for r in runs if r.info.run_id != run.info.run_id]
     assert evaluation.info.status == "FINISHED"
