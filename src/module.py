@@ -132,9 +132,10 @@ class ExperimentModule(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss, parts = self.loss(self.net(x), y)
-        self.log("train/loss", loss, prog_bar=True)
+        # sync_dist: under DDP the logged value is the mean over processes (a no-op on one).
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True)
         for name, value in parts.items():
-            self.log(f"train/{name}", value)
+            self.log(f"train/{name}", value, sync_dist=True)
         # the lr this step uses; a Python float, so logging it costs no device sync
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss
@@ -152,9 +153,9 @@ class ExperimentModule(pl.LightningModule):
         x, y = batch
         output = self.net(x)
         loss, parts = self.loss(output, y)
-        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", batch_size=len(x))
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", batch_size=len(x), sync_dist=True)
         for name, value in parts.items():
-            self.log(f"{stage}/{name}", value, batch_size=len(x))
+            self.log(f"{stage}/{name}", value, batch_size=len(x), sync_dist=True)
         if len(metrics):
             metrics.update(predictions(output, self.task), y)
             self.log_dict(metrics, prog_bar=stage == "val")
@@ -171,6 +172,13 @@ class ExperimentModule(pl.LightningModule):
     def on_test_epoch_start(self):
         if self.test_confusion is not None:
             self.test_confusion.reset()
+
+    def on_test_epoch_end(self):
+        if self.test_confusion is not None:
+            # compute() gathers the counts of every process, so every process calls it,
+            # here. The callback metrics are what ddp_spawn workers send back to the
+            # main process, so the matrix travels with them (read it from there).
+            self.trainer.callback_metrics["test/confusion_matrix"] = self.test_confusion.compute()
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())

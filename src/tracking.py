@@ -14,6 +14,8 @@ import sqlite3
 import subprocess
 import threading
 import traceback
+import urllib.error
+import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,6 +169,36 @@ def git_tags() -> dict[str, str]:
     return {"mlflow.source.git.commit": commit, "triad.git_dirty": str(dirty).lower()}
 
 
+def is_global_rank_zero() -> bool:
+    """Whether this process is rank 0 of its run, from what launchers put in the
+    environment before any process group exists: torchrun's RANK, SLURM's
+    SLURM_PROCID, or Lightning's LOCAL_RANK/NODE_RANK for the processes its `ddp`
+    starts by re-running the command. A process with none of them is rank 0."""
+    for name in ("RANK", "SLURM_PROCID"):
+        if name in os.environ:
+            return int(os.environ[name]) == 0
+    return all(int(os.environ.get(name, 0)) == 0 for name in ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK"))
+
+
+def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
+    """Fail at once, naming the URI, when a tracking server does not answer: MLflow's
+    own client retries for minutes, and only after the data is loaded."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    from src.validate import ConfigError
+
+    try:
+        with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout) as answer:
+            answer.read()
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise ConfigError([
+            f"logger.tracking_uri={tracking_uri}: no MLflow server answers there ({reason}). "
+            "Start it (README, 'Team tracking server'), or point MLFLOW_TRACKING_URI / "
+            "logger.tracking_uri at a reachable store; unset it for the local SQLite store."
+        ]) from None
+
+
 @dataclass
 class Run:
     """Where a training records and checkpoints. id is None with logger=none;
@@ -197,13 +229,14 @@ def recorded_steps(client: MlflowClient, run) -> dict[str, set[int]]:
 
 
 def start_run(
-    cfg: DictConfig, choices: dict[str, str], overrides: list[str], extra_params: dict, extra_tags: dict
+    cfg: DictConfig, choices: dict[str, str], overrides: list[str], extra_params: dict, extra_tags: dict,
+    name: str | None = None,
 ) -> Run:
     """Create the run with its name, tags and params, or, with ckpt_path=last,
     reopen the latest unfinished run of the same config and find its last.ckpt."""
     checkpoint_dir = f"{cfg.paths.output_dir}/checkpoints"
-    if not cfg.logger:
-        return Run(None, None, checkpoint_dir, cfg.ckpt_path)
+    if not cfg.logger or not is_global_rank_zero():  # under DDP, rank 0 alone records
+        return Run(None, None, checkpoint_dir, None if cfg.ckpt_path == "last" else cfg.ckpt_path)
     uri = cfg.logger.tracking_uri
     client = client_for(uri)
     artifact_location = cfg.logger.get("artifact_location") if uri.startswith("sqlite") else None
@@ -222,7 +255,7 @@ def start_run(
         **git_tags(),
         **extra_tags,
     }
-    run = client.create_run(exp_id, tags=tags, run_name=run_name(choices, cfg.seed))
+    run = client.create_run(exp_id, tags=tags, run_name=name or run_name(choices, cfg.seed))
     params = {g: str(choices[g]) for g in CHOICE_GROUPS if choices.get(g) is not None}
     params.update(flat_params(cfg))
     params.update({k: str(v) for k, v in extra_params.items()})
@@ -340,3 +373,23 @@ def log_results(client, run_id, cfg, overrides, checkpoint_path, objective, conf
     client.log_figure(run_id, plots.learning_curves(history, objective), "plots/learning_curves.png")
     if confusion is not None:
         client.log_figure(run_id, plots.confusion_matrix(confusion, class_names), "plots/confusion_matrix.png")
+
+
+# What the logged model needs to be loaded elsewhere. Given explicitly because
+# MLflow's inference of requirements starts a slow subprocess.
+MODEL_REQUIREMENTS = ("torch", "mlflow")
+
+
+def log_model(tracking_uri: str, run_id: str, net, input_example) -> None:
+    """Log the network as an MLflow model (PyTorch flavour, signature inferred from
+    the input example), linked from the run, for mlflow.pyfunc.load_model."""
+    from importlib.metadata import version
+
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(tracking_uri)  # log_model writes through the global client
+    requirements = [f"{package}=={version(package)}" for package in MODEL_REQUIREMENTS]
+    mlflow.pytorch.log_model(
+        net.cpu().eval(), name="model", run_id=run_id, input_example=input_example,
+        pip_requirements=requirements,
+    )

@@ -17,6 +17,37 @@ from src import PROJECT_ROOT
 from src.validate import ConfigError, check_loaded_data, override_problems, validate
 
 
+def build(cfg: DictConfig, choices: dict[str, str]):
+    """The data module (set up) and the LightningModule sized by its DataSpec."""
+    from hydra.utils import instantiate
+
+    from src.module import ExperimentModule
+
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    spec = datamodule.spec  # the data decides every dimension of the model
+    check_loaded_data(choices, spec.input_kind, spec.task)  # the user's file may decide the task
+    net = instantiate(cfg.model)(**spec.model_dims())
+    optimizer = instantiate(cfg.optimizer)
+    scheduler = instantiate(cfg.scheduler) if cfg.scheduler else None
+    return datamodule, ExperimentModule(net, instantiate(cfg.loss), optimizer, scheduler, spec, cfg.objective)
+
+
+def sweep_safe_strategy(cfg: DictConfig) -> None:
+    """Inside a multirun, Lightning's `ddp` starts each extra process by re-running
+    the command line, which replays the whole sweep there; `ddp_spawn` starts them
+    from this job instead (Lightning issue 11300). Processes started by a cluster
+    manager (SLURM tasks, torchrun) are not re-launched and keep `ddp`."""
+    from lightning_fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    if HydraConfig.get().mode != RunMode.MULTIRUN or cfg.trainer.get("strategy") != "ddp":
+        return
+    if SLURMEnvironment.detect() or TorchElasticEnvironment.detect():
+        return
+    cfg.trainer.strategy = "ddp_spawn"
+    print("Note: trainer.strategy=ddp runs as ddp_spawn inside a multirun (a re-run would replay the sweep).")
+
+
 def train(cfg: DictConfig) -> float | None:
     """Train, test on the best checkpoint, record; return the best objective value."""
     hydra_cfg = HydraConfig.get()
@@ -25,31 +56,28 @@ def train(cfg: DictConfig) -> float | None:
 
     # Heavy imports after validation: `--help` and a bad config answer at once.
     import pytorch_lightning as pl
+    import torch
     from hydra.utils import instantiate
 
     from src import console, recovery, sweep, tracking
-    from src.module import ExperimentModule, objective_of
+    from src.module import objective_of
 
+    if cfg.logger:
+        tracking.check_reachable(cfg.logger.tracking_uri)  # before any work
     # Sweeps (src/sweep.py): a job whose config already has a FINISHED run is not
     # trained again, so an interrupted sweep, run again, does only the rest.
     if cfg.logger and cfg.skip_finished and hydra_cfg.mode == RunMode.MULTIRUN:
         recorded = sweep.reuse_finished(cfg)
         if recorded is not None:
             return recorded
+    sweep_safe_strategy(cfg)
 
     console.print_config(cfg, choices)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     recovery.stop_on_sigterm()
 
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")
-    spec = datamodule.spec  # the data decides every dimension of the model
-    check_loaded_data(choices, spec.input_kind, spec.task)  # the user's file may decide the task
-    net = instantiate(cfg.model)(**spec.model_dims())
-    num_params = sum(p.numel() for p in net.parameters())
-    optimizer = instantiate(cfg.optimizer)
-    scheduler = instantiate(cfg.scheduler) if cfg.scheduler else None
-    module = ExperimentModule(net, instantiate(cfg.loss), optimizer, scheduler, spec, cfg.objective)
+    datamodule, module = build(cfg, choices)
+    spec, num_params = datamodule.spec, sum(p.numel() for p in module.net.parameters())
     objective, mode = objective_of(cfg.objective, spec.task)
 
     # A new MLflow run, or the unfinished one that ckpt_path=last resumes.
@@ -69,21 +97,54 @@ def train(cfg: DictConfig) -> float | None:
         trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
 
         started = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=run.ckpt_path, weights_only=True)
+        # Lightning unwraps a compiled module for checkpoints and strategies.
+        trainer.fit(torch.compile(module) if cfg.compile else module, datamodule=datamodule,
+                    ckpt_path=run.ckpt_path, weights_only=True)
         fit_seconds = time.perf_counter() - started
         best_path = checkpoint.best_model_path or None
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best_path, verbose=False, weights_only=True)[0]
-        best = checkpoint.best_model_score
-        best = float(best) if best is not None else float(trainer.callback_metrics.get(objective, float("nan")))
+        best = best_score(checkpoint, best_path, trainer.callback_metrics.get(objective, float("nan")))
         if run.client is not None:
             summary = {"time/fit_s": fit_seconds, f"{objective}_best": best}
             tracking.log_metrics(run.client, run.id, summary, step=trainer.global_step)
-            confusion = module.test_confusion.compute() if module.test_confusion is not None else None
+            confusion = trainer.callback_metrics.get("test/confusion_matrix")  # from module.on_test_epoch_end
             tracking.log_results(
                 run.client, run.id, cfg, overrides, best_path, objective, confusion, spec.class_names
             )
+            if cfg.log_model and best_path:
+                log_best_model(cfg.logger.tracking_uri, run.client, run.id, module, best_path, datamodule)
     console.print_summary(results, objective, best, run.id, cfg)
     return best
+
+
+def best_score(checkpoint, best_path: str | None, fallback) -> float:
+    """The objective's best value. ddp_spawn workers send back the best checkpoint's
+    path but not its score (Lightning's TODO), so it is read from that file."""
+    import torch
+
+    if checkpoint.best_model_score is not None:
+        return float(checkpoint.best_model_score)
+    if best_path:
+        saved = torch.load(best_path, map_location="cpu", weights_only=True)["callbacks"]
+        for key, state in saved.items():
+            if key.startswith("ModelCheckpoint") and state.get("best_model_score") is not None:
+                return float(state["best_model_score"])
+    return float(fallback)
+
+
+def log_best_model(tracking_uri: str, client, run_id: str, module, best_path: str, datamodule) -> None:
+    """Log the best checkpoint's network as an MLflow model, with a few test inputs
+    as its input example. The weights are loaded here because after ddp_spawn this
+    process holds the last epoch's, not the best. Its cost is logged as time/log_model_s."""
+    import torch
+
+    from src import tracking
+
+    module.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"])
+    inputs = datamodule.splits["test"][0][:5].cpu().numpy()
+    started = time.perf_counter()
+    tracking.log_model(tracking_uri, run_id, module.net, inputs)
+    tracking.log_metrics(client, run_id, {"time/log_model_s": time.perf_counter() - started}, step=0)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

@@ -218,10 +218,18 @@ def value_problems(cfg: DictConfig) -> list[str]:
     return problems
 
 
+def scale_problems(cfg: DictConfig) -> list[str]:
+    """Precision and the compile switch (where and how a run computes)."""
+    problems = []
+    if not isinstance(cfg.get("compile", False), bool):
+        problems.append(f"compile={cfg.compile!r}: must be true or false.")
+    return problems
+
+
 def validate(cfg: DictConfig, choices: dict[str, str]) -> None:
     """Raise ConfigError listing every problem of the config, or return None."""
     problems = target_problems(cfg)
-    problems += value_problems(cfg)
+    problems += value_problems(cfg) + scale_problems(cfg)
     problems += compatibility_problems(choices.get("data"), choices.get("model"), choices.get("loss"), cfg.data)
     if problems:
         raise ConfigError(problems)

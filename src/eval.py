@@ -1,0 +1,111 @@
+"""`python -m src.eval run_id=<id>`: rebuild a recorded model from its run's config
+and best checkpoint, test it (on its own test split or another data option), and
+record the result as a new MLflow run linked to the original.
+
+    python -m src.eval run_id=<MLflow run id>
+    python -m src.eval run_id=<id> data=iris          # another data option
+    python -m src.eval ckpt_path=<path/to/best.ckpt>  # a checkpoint on disk
+"""
+
+import sys
+import tempfile
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from src.validate import ConfigError
+
+
+def recorded(cfg: DictConfig, folder: str):
+    """(the run's config, its checkpoint path, the original MLflow run or None)."""
+    if cfg.run_id:
+        from mlflow import MlflowClient
+
+        if not cfg.logger:
+            raise ConfigError(["run_id needs logger=mlflow: the run is read from the tracking store."])
+        client = MlflowClient(cfg.logger.tracking_uri)
+        original = client.get_run(cfg.run_id)
+        run_cfg = OmegaConf.load(client.download_artifacts(cfg.run_id, "config.yaml", folder))
+        ckpt_path = cfg.ckpt_path or client.download_artifacts(cfg.run_id, "checkpoints/best.ckpt", folder)
+        return run_cfg, ckpt_path, original
+    if not cfg.ckpt_path:
+        raise ConfigError(["Say what to evaluate: run_id=<MLflow run id> or ckpt_path=<checkpoint file>."])
+    config_file = Path(cfg.ckpt_path).resolve().parent.parent / ".hydra" / "config.yaml"
+    if not config_file.exists():
+        raise ConfigError([f"ckpt_path={cfg.ckpt_path}: no {config_file} with the run's config; use run_id=."])
+    return OmegaConf.load(config_file), cfg.ckpt_path, None
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test the recorded model; record and return its test metrics."""
+    from src import tracking
+
+    if cfg.logger:
+        tracking.check_reachable(cfg.logger.tracking_uri)
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from src.train import build
+
+    with tempfile.TemporaryDirectory() as folder:
+        run_cfg, ckpt_path, original = recorded(cfg, folder)
+        if cfg.get("data"):
+            run_cfg.data = cfg.data
+        pl.seed_everything(run_cfg.seed, workers=True, verbose=False)
+        datamodule, module = build(run_cfg, {})
+        # One device, so that every test example counts once (DDP pads its shards).
+        trainer = instantiate(
+            run_cfg.trainer, accelerator=cfg.accelerator, devices=1, num_nodes=1, strategy="auto",
+            logger=False, callbacks=[], enable_checkpointing=False, enable_progress_bar=False,
+        )
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0]
+    print("\n".join(f"{name}: {value:.6f}" for name, value in sorted(results.items())))
+    if cfg.logger:
+        record(cfg, run_cfg, original, str(ckpt_path), results)
+    return results
+
+
+def record(cfg: DictConfig, run_cfg: DictConfig, original, ckpt_path: str, results: dict) -> None:
+    """A new run in the original's experiment: the evaluated config as params, the
+    test metrics, and tags naming what was evaluated."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from src import tracking
+
+    # run_status flushes through the global client, whose default is ./mlflow.db.
+    mlflow.set_tracking_uri(cfg.logger.tracking_uri)
+    client = MlflowClient(cfg.logger.tracking_uri)
+    run_cfg.logger = cfg.logger
+    choices = {g: original.data.params[g] for g in tracking.CHOICE_GROUPS if original and g in original.data.params}
+    if cfg.get("data"):
+        choices["data"] = HydraConfig.get().runtime.choices["data"]
+    if cfg.experiment_name:
+        run_cfg.experiment_name = cfg.experiment_name
+    elif original is not None:
+        run_cfg.experiment_name = client.get_experiment(original.info.experiment_id).name
+    tags = {"mlflow.source.name": "src.eval", "triad.evaluated_checkpoint": ckpt_path}
+    if original is not None:
+        tags["triad.evaluated_run_id"] = original.info.run_id
+    name = f"eval-{original.info.run_name}" if original is not None else f"eval-{Path(ckpt_path).stem}"
+    overrides = list(HydraConfig.get().overrides.task)
+    run = tracking.start_run(run_cfg, choices, overrides, {}, tags, name=name)
+    with tracking.run_status(run.client, run.id):
+        tracking.log_metrics(run.client, run.id, results, step=0)
+        run.client.log_text(run.id, OmegaConf.to_yaml(run_cfg, resolve=True), "config.yaml")
+    print(f"Recorded as MLflow run {run.id} at {cfg.logger.tracking_uri}")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
