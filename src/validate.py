@@ -13,6 +13,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 # when set, and checked again against the loaded DataSpec before any run.
 DATA = {
     "digits": ("image", "multiclass"),
+    "digits_images": ("image", "reconstruction"),
     "sentiment": ("tokens", "multiclass"),
     "iris": ("features", "multiclass"),
     "breast_cancer": ("features", "binary"),

@@ -110,3 +110,9 @@ def test_multirun_records_one_run_per_job(mlruns):
         "transformer-cross_entropy-adam-s0", "transformer-cross_entropy-adam-s1",
     ]
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+@pytest.mark.parametrize("experiment", config_options("experiment"))
+def test_every_experiment_runs_one_batch(experiment, mlruns):
+    cfg = compose_config([f"experiment={experiment}", "debug=fast", "callbacks=none"], mlruns)
+    train(cfg)
