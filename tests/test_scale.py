@@ -100,11 +100,21 @@ def test_ddp_cpu_records_one_run_with_test_metrics(mlruns):
     assert sorted(p.name for p in checkpoints) == ["best.ckpt", "last.ckpt"]  # one writer
 
 
+def jobs_of_one_sweep(runs):
+    """The job runs of a multirun, checked to be the children of its one parent run."""
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    jobs = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1, [r.info.run_name for r in parents]
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in jobs)
+    return jobs
+
+
 @pytest.mark.slow
 def test_ddp_in_a_multirun_spawns_and_records_one_run_per_job(mlruns):
     result = run_train(["-m", "seed=0,1", *TINY, "trainer=ddp_cpu", "trainer.devices=2"], mlruns)
     assert "runs as ddp_spawn inside a multirun" in result.stdout
     client, runs = runs_in(store_uri(mlruns))
+    runs = jobs_of_one_sweep(runs)
     assert sorted(r.info.run_name for r in runs) == ["mlp-cross_entropy-adam-s0", "mlp-cross_entropy-adam-s1"]
     assert all(r.info.status == "FINISHED" for r in runs)
     assert all(r.data.params["trainer.strategy"] == "ddp_spawn" for r in runs)
@@ -173,6 +183,7 @@ def test_a_launcher_sweep_records_each_job(launcher, mlruns):
     extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=10"]
     run_train(["-m", "seed=0,1", f"hydra/launcher={launcher}", *extra, *TINY], mlruns)
     client, runs = runs_in(store_uri(mlruns))
+    runs = jobs_of_one_sweep(runs)
     assert sorted(r.info.run_name for r in runs) == ["mlp-cross_entropy-adam-s0", "mlp-cross_entropy-adam-s1"]
     assert all(r.info.status == "FINISHED" for r in runs)
     # ${triad_root:} resolved in the worker processes too
