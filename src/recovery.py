@@ -32,10 +32,19 @@ class MLFlowLogger(LightningMLFlowLogger):
     def __init__(self, *args, recorded_steps: Mapping[str, set[int]] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.recorded_steps = dict(recorded_steps or {})
+        self.logging_ahead = False
+        self.logged_ahead: dict[str, int] = {}  # key -> the step logged before its checkpoint
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        step = step or 0
         if self.recorded_steps:
-            metrics = {k: v for k, v in metrics.items() if (step or 0) not in self.recorded_steps.get(k, ())}
+            metrics = {k: v for k, v in metrics.items() if step not in self.recorded_steps.get(k, ())}
+        # Lightning's own call for a step logged ahead: already recorded.
+        metrics = {k: v for k, v in metrics.items() if self.logged_ahead.get(k) != step}
+        if self.logging_ahead:
+            self.logged_ahead = {k: step for k in metrics} | self.logged_ahead
+        else:
+            self.logged_ahead = {}
         if metrics:
             super().log_metrics(metrics, step)
 
@@ -63,10 +72,32 @@ class StopOnDivergence(Callback):
 
 
 class RecordBeforeCheckpoint(Callback):
-    """Writes queued metrics to the store before a checkpoint is saved: a checkpoint
-    must never be ahead of the record, or a kill -9 would lose the steps between."""
+    """Writes a step's metrics to the store before its checkpoint is saved: a
+    checkpoint must never be ahead of the record, or a kill -9 would lose the steps between.
+
+    Lightning saves a step's checkpoint in on_train_batch_end and logs the step's
+    metrics only after it; a resume starts after that step, so its metrics are
+    logged here first (the logger drops Lightning's repeat) and then flushed.
+    """
+
+    def __init__(self):
+        self.at_batch_end = False
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx: int) -> None:
+        self.at_batch_end = False
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.at_batch_end = True  # runs before ModelCheckpoint's hook: Lightning orders those last
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module, checkpoint: dict) -> None:
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        step_not_logged_yet = self.at_batch_end and trainer.training and progress.ready > progress.completed
+        if step_not_logged_yet and isinstance(trainer.logger, MLFlowLogger):
+            trainer.logger.logging_ahead = True
+            try:
+                trainer._logger_connector.update_train_step_metrics()
+            finally:
+                trainer.logger.logging_ahead = False
         mlflow.flush_async_logging()
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, InputTag, Metric, Param
+from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from src import PROJECT_ROOT
@@ -295,7 +296,16 @@ def log_data(client: MlflowClient, run_id: str, name: str, datamodule) -> None:
                                          targets=y.cpu().numpy(), name=name)
         tags = [InputTag("mlflow.data.context", split)]
         inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=tags))
-    client.log_inputs(run_id, datasets=inputs)
+    # Parallel jobs logging the same data set race in MLflow's check-then-insert
+    # (UNIQUE constraint): one at a time on SQLite; on a server the loser tries
+    # again and finds the data set there.
+    with _store_lock(client.tracking_uri):
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+        except MlflowException as error:
+            if "UNIQUE constraint" not in str(error):
+                raise
+            client.log_inputs(run_id, datasets=inputs)
 
 
 @contextmanager

@@ -283,11 +283,12 @@ def override_problems(args: list[str], conf_dir: Path, config_name: str = "train
             cfg = compose(config_name, overrides=composable)
     except Exception:
         return problems  # Hydra reports what else is wrong
-    missing = object()
     for key in keys:
-        if OmegaConf.select(cfg, key, default=missing) is missing:
-            parent_key, _, name = key.rpartition(".")
-            parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+        parent_key, _, name = key.rpartition(".")
+        parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+        # keys(), not select() or `in`: both treat a present key whose value is
+        # still missing (`???`, like data=csv's path) as absent.
+        if not (isinstance(parent, DictConfig) and name in parent.keys()):
             siblings = [f"{parent_key}.{k}" if parent_key else str(k) for k in parent] if isinstance(parent, DictConfig) else []
             close = difflib.get_close_matches(key, siblings, n=1)
             hint = f" Did you mean {close[0]}?" if close else ""
