@@ -1,4 +1,4 @@
-"""Sessions: `nox -s tests` (what CI runs), `lint`, `train`, `ui`."""
+"""Sessions: `nox -s tests` (what CI runs), `lint`, `train`, `ui`, `bench`."""
 
 from pathlib import Path
 
@@ -31,6 +31,15 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     session.install("ruff==0.17.6")
     session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Speed side by side (benchmarks/run.py); writes benchmarks/RESULTS.md.
+    `nox -s bench -- --only step --repeats 5` runs a part."""
+    install_project(session)
+    session.install("keras==3.15.1")  # only for the Keras comparison; triad never imports it
+    session.run("python", "-m", "benchmarks.run", *session.posargs)
 
 
 @nox.session

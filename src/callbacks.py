@@ -1,4 +1,8 @@
-"""Lightning callbacks that triad adds to a run (listed in conf/callbacks/)."""
+"""Lightning callbacks that triad adds to a run (TextSamples is listed in
+conf/callbacks/; StepTimer is always added by src/train.py)."""
+
+import statistics
+import time
 
 import torch
 from pytorch_lightning import Callback
@@ -67,3 +71,41 @@ class TextSamples(Callback):
         logger = trainer.logger
         if logger is not None and hasattr(logger, "run_id") and hasattr(logger.experiment, "log_text"):
             logger.experiment.log_text(logger.run_id, self.text, "samples/samples.txt")
+
+
+class StepTimer(Callback):
+    """How long training takes to start and how long a step takes once it runs.
+
+    first_step_s: seconds from the process's start to the end of the first
+    optimizer step (imports, data, model, store and Lightning's set-up included).
+    step_ms: median time between the starts of consecutive training batches of an
+    epoch: a whole step (fetch, forward, backward, update, hooks, logging, progress
+    bar), without the validation between epochs. Train's summary logs both.
+    """
+
+    def __init__(self):
+        import psutil
+
+        self.process_start = psutil.Process().create_time()
+        self.first_step_s: float | None = None
+        self.intervals: list[float] = []
+        self.last_start: float | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        now = time.perf_counter()
+        if batch_idx > 0 and self.last_start is not None:
+            self.intervals.append(now - self.last_start)
+        self.last_start = now
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if self.first_step_s is None:
+            self.first_step_s = time.time() - self.process_start
+
+    def summary(self) -> dict[str, float]:
+        """time/first_step_s and time/step_ms, for what was measured."""
+        measured = {}
+        if self.first_step_s is not None:
+            measured["time/first_step_s"] = self.first_step_s
+        if self.intervals:
+            measured["time/step_ms"] = 1000 * statistics.median(self.intervals)
+        return measured

@@ -22,7 +22,9 @@ def print_start(choices: dict[str, str], num_params: int, run_id: str | None) ->
     console.print(f"[bold]{choices.get('model')}[/]: {num_params:,} parameters; {where}")
 
 
-def print_summary(results: dict, objective: str, best: float, run_id: str | None, cfg: DictConfig) -> None:
+def print_summary(
+    results: dict, objective: str, best: float, timings: dict, run_id: str | None, cfg: DictConfig
+) -> None:
     table = Table(title="Test results (best checkpoint)")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -30,6 +32,8 @@ def print_summary(results: dict, objective: str, best: float, run_id: str | None
         table.add_row(name, f"{value:.4f}")
     table.add_row(f"{objective} (best)", f"{best:.4f}")
     console.print(table)
+    # One plain line (no markup, never wrapped): benchmarks/ reads it.
+    print("timing: " + "  ".join(f"{name.removeprefix('time/')}={value:.4g}" for name, value in timings.items()))
     if run_id:
         uri = cfg.logger.tracking_uri
         console.print(f"MLflow run [bold]{run_id}[/] in experiment '{cfg.experiment_name}' at {uri}")

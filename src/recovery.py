@@ -4,16 +4,19 @@ message when the loss stops being a number.
 """
 
 import math
+import re
 import signal
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
-import mlflow
 import pytorch_lightning as pl
+from mlflow.entities import Metric
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import MLFlowLogger as LightningMLFlowLogger
 from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import rank_zero_only
 
 from src.tracking import uninterruptible
 
@@ -25,16 +28,25 @@ class Diverged(RuntimeError):
 class MLFlowLogger(LightningMLFlowLogger):
     """Lightning's MLflow logger for a run that triad created and ends itself.
 
+    Metrics are buffered and written in one batch every `flush_every_s` seconds,
+    before each checkpoint and at the end of each stage: one synchronous write
+    per step would cost more than a small model's whole step, and MLflow's own
+    asynchronous queue takes up to a second to flush, which a checkpoint must wait for.
     In a resumed run, steps already recorded (before the stop, after the last
     checkpoint) are not logged again, so each metric keeps one value per step.
     """
 
-    def __init__(self, *args, recorded_steps: Mapping[str, set[int]] | None = None, **kwargs):
+    def __init__(self, *args, flush_every_s: float = 5.0,
+                 recorded_steps: Mapping[str, set[int]] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.flush_every_s = flush_every_s
+        self.pending: list[Metric] = []
+        self.last_flush = time.monotonic()
         self.recorded_steps = dict(recorded_steps or {})
         self.logging_ahead = False
         self.logged_ahead: dict[str, int] = {}  # key -> the step logged before its checkpoint
 
+    @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         step = step or 0
         if self.recorded_steps:
@@ -45,13 +57,28 @@ class MLFlowLogger(LightningMLFlowLogger):
             self.logged_ahead = {k: step for k in metrics} | self.logged_ahead
         else:
             self.logged_ahead = {}
-        if metrics:
-            super().log_metrics(metrics, step)
+        timestamp_ms = int(time.time() * 1000)
+        # MLflow names allow letters, digits and _ / . - and spaces.
+        self.pending += [
+            Metric(re.sub(r"[^a-zA-Z0-9_/. -]+", "", key), float(value), timestamp_ms, step)
+            for key, value in metrics.items() if not isinstance(value, str)
+        ]
+        if time.monotonic() - self.last_flush >= self.flush_every_s:
+            self.flush()
+
+    @rank_zero_only
+    def flush(self) -> None:
+        """Write the buffered metrics to the store now."""
+        self.last_flush = time.monotonic()
+        while self.pending:
+            batch, self.pending = self.pending[:1000], self.pending[1000:]  # MLflow's limit per call
+            self.experiment.log_batch(self.run_id, metrics=batch)
 
     def finalize(self, status: str = "success") -> None:
-        # Lightning would mark the run FINISHED when fit ends, before the test and
-        # the artifacts; tracking.run_status sets the status once everything is done.
-        pass
+        # Lightning calls this at the end of each stage (fit, test) and on errors.
+        # It would also mark the run FINISHED before the test and the artifacts:
+        # tracking.run_status sets the status once everything is done.
+        self.flush()
 
 
 class StopOnDivergence(Callback):
@@ -98,7 +125,8 @@ class RecordBeforeCheckpoint(Callback):
                 trainer._logger_connector.update_train_step_metrics()
             finally:
                 trainer.logger.logging_ahead = False
-        mlflow.flush_async_logging()
+        if isinstance(trainer.logger, MLFlowLogger):
+            trainer.logger.flush()
 
 
 class CheckpointOnStop(Callback):

@@ -60,6 +60,7 @@ def train(cfg: DictConfig) -> float | None:
     from hydra.utils import instantiate
 
     from src import console, recovery, sweep, tracking
+    from src.callbacks import StepTimer
     from src.module import objective_of
 
     if cfg.logger:
@@ -93,7 +94,8 @@ def train(cfg: DictConfig) -> float | None:
         logger = instantiate(cfg.logger, run_id=run.id, recorded_steps=run.recorded_steps) if cfg.logger else False
         console.print_start(choices, num_params, run.id)
         checkpoint, callbacks = recovery.checkpoints(run.checkpoint_dir, objective, mode, cfg.checkpoint_every_n_steps)
-        callbacks += [instantiate(c) for c in (cfg.callbacks or {}).values()]
+        timer = StepTimer()
+        callbacks += [timer, *(instantiate(c) for c in (cfg.callbacks or {}).values())]
         trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
 
         started = time.perf_counter()
@@ -104,8 +106,9 @@ def train(cfg: DictConfig) -> float | None:
         best_path = checkpoint.best_model_path or None
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best_path, verbose=False, weights_only=True)[0]
         best = best_score(checkpoint, best_path, trainer.callback_metrics.get(objective, float("nan")))
+        timings = {"time/fit_s": fit_seconds, **timer.summary()}
         if run.client is not None:
-            summary = {"time/fit_s": fit_seconds, f"{objective}_best": best}
+            summary = {**timings, f"{objective}_best": best}
             tracking.log_metrics(run.client, run.id, summary, step=trainer.global_step)
             confusion = trainer.callback_metrics.get("test/confusion_matrix")  # from module.on_test_epoch_end
             tracking.log_results(
@@ -113,7 +116,7 @@ def train(cfg: DictConfig) -> float | None:
             )
             if cfg.log_model and best_path:
                 log_best_model(cfg.logger.tracking_uri, run.client, run.id, module, best_path, datamodule)
-    console.print_summary(results, objective, best, run.id, cfg)
+    console.print_summary(results, objective, best, timings, run.id, cfg)
     return best
 
 
@@ -158,7 +161,24 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(2)
 
 
+def print_help(conf_dir) -> None:
+    """`--help`: each config group and its options, read from conf/. (Hydra's own
+    help, still at --hydra-help, composes every option of every group: seconds.)"""
+    print(__doc__.strip().splitlines()[0].replace("`", ""), "\n")
+    print(f"Usage: python -m src.train [-m] [group=option ...] [key=value ...]\n{__doc__.split(chr(10), 1)[1]}")
+    print("Config groups (conf/<group>/<option>.yaml; the default is marked *):")
+    with open(conf_dir / "train.yaml") as file:
+        defaults = dict(line.strip(" -\n").split(": ", 1) for line in file if line.startswith("  - ") and ": " in line)
+    for group in sorted(p for p in conf_dir.iterdir() if p.is_dir() and p.name != "hydra"):
+        options = [f"{o}*" if o == defaults.get(group.name) else o for o in sorted(f.stem for f in group.glob("*.yaml"))]
+        print(f"  {group.name:<11} {', '.join(options)}")
+    print("\nThe composed config: python -m src.train --cfg job [overrides]. Hydra's flags: --hydra-help.")
+
+
 if __name__ == "__main__":
+    if any(flag in sys.argv[1:] for flag in ("--help", "-h")):
+        print_help(PROJECT_ROOT / "conf")
+        sys.exit(0)
     # Misspelled options and keys, all at once (Hydra would stop at the first).
     if problems := override_problems(sys.argv[1:], PROJECT_ROOT / "conf"):
         print(ConfigError(problems), file=sys.stderr)

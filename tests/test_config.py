@@ -66,3 +66,18 @@ def test_element_options_instantiate(group, mlruns):
 def test_every_option_composes(group, mlruns):
     for option in config_options(group):
         compose_config([f"{group}={option}"], mlruns)
+
+
+def test_help_lists_every_group_with_its_options_and_defaults():
+    import subprocess
+    import sys
+
+    from src import PROJECT_ROOT
+
+    done = subprocess.run([sys.executable, "-m", "src.train", "--help"], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, check=True)
+    lines = {line.split()[0]: line for line in done.stdout.splitlines() if line.startswith("  ") and len(line.split()) > 1}
+    for group in ("data", "model", "loss", "optimizer", "scheduler", "trainer", "experiment", "sweep"):
+        for option in config_options(group):
+            assert option in lines[group], (group, option)
+    assert "mlp*" in lines["model"] and "digits*" in lines["data"] and "adam*" in lines["optimizer"]

@@ -1,0 +1,1 @@
+"""Speed comparisons: python -m benchmarks.run (nox -s bench)."""
