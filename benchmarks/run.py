@@ -14,7 +14,6 @@ import os
 import platform
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from statistics import median
 
 from rich.console import Console
 from rich.table import Table
@@ -66,20 +66,22 @@ def train(store: Path, *overrides: str) -> list[str]:
     return [sys.executable, "-m", "src.train", f"paths.mlruns_dir={store}", *overrides]
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
-def side_by_side(name: str, commands: dict[str, list[str]], repeats: int, key: str) -> dict[str, list[float]]:
+def side_by_side(name: str, commands: dict[str, list[str]], repeats: int) -> dict[str, list[dict[str, float]]]:
     """Each command `repeats` times, in turns (A B A B ...), so both sides see the
-    same machine load; the `key` value of each (wall time when key is "wall")."""
-    values: dict[str, list[float]] = {side: [] for side in commands}
+    same machine load: per side, the `timing:` values of each run, with its wall seconds."""
+    values: dict[str, list[dict[str, float]]] = {side: [] for side in commands}
     for repeat in range(repeats):
         for side, command in commands.items():
             timing, wall, _ = run(command)
-            values[side].append(wall if key == "wall" else timing[key])
-        console.log(f"{name} {repeat + 1}/{repeats}: " + ", ".join(f"{s} {v[-1]:.4g}" for s, v in values.items()))
+            values[side].append(timing | {"wall": wall})
+        console.log(f"{name} {repeat + 1}/{repeats}: " + ", ".join(
+            f"{side} " + " ".join(f"{k} {v:.4g}" for k, v in runs[-1].items()) for side, runs in values.items()))
     return values
+
+
+def medians(values: dict[str, list[dict[str, float]]], key: str) -> dict[str, float]:
+    """Per side, the median of one timing value over the repeats."""
+    return {side: median([timing[key] for timing in runs]) for side, runs in values.items()}
 
 
 def step_time(store: Path, repeats: int) -> list[Result]:
@@ -90,14 +92,14 @@ def step_time(store: Path, repeats: int) -> list[Result]:
         limit = [f"+trainer.limit_train_batches={steps}"] if steps else []
         plain = [sys.executable, "-m", "benchmarks.plain_loop", "--epochs", "2",
                  *(["--steps", str(steps)] if steps else []), *overrides]
-        values = side_by_side(name, {
+        step = medians(side_by_side(name, {
             "triad": train(store, *overrides, *SHORT, *limit, "trainer.max_epochs=2"),
             "plain": plain,
-        }, repeats, "step_ms")
-        ratio = median(values["triad"]) / median(values["plain"])
+        }, repeats), "step_ms")
+        ratio = step["triad"] / step["plain"]
         results.append(Result(
             f"1. step time, {name}: triad / plain loop", f"{ratio:.3f}x", "<= 1.10x", ratio <= 1.10,
-            f"{median(values['triad']):.3g} ms vs {median(values['plain']):.3g} ms per step",
+            f"{step['triad']:.3g} ms vs {step['plain']:.3g} ms per step",
         ))
     return results
 
@@ -109,31 +111,26 @@ def keras(store: Path, repeats: int) -> list[Result]:
     except ImportError:
         return [Result("2. BoW sentiment: triad / Keras 3 fit", "not run", "<= 1.00x", None,
                        "Keras is not installed: pip install keras==3.15.1 (nox -s bench does)")]
-    values = side_by_side("BoW", {
+    step = medians(side_by_side("BoW", {
         "triad": train(store, "experiment=sentiment_bow", *SHORT, "trainer.max_epochs=2"),
         "keras": [sys.executable, "-m", "benchmarks.keras_bow", "--epochs", "2"],
-    }, repeats, "step_ms")
-    ratio = median(values["triad"]) / median(values["keras"])
+    }, repeats), "step_ms")
+    ratio = step["triad"] / step["keras"]
     return [Result("2. BoW sentiment step: triad / Keras 3 fit", f"{ratio:.3f}x", "<= 1.00x", ratio <= 1.0,
-                   f"{median(values['triad']):.3g} ms vs {median(values['keras']):.3g} ms per step")]
+                   f"{step['triad']:.3g} ms vs {step['keras']:.3g} ms per step")]
 
 
 def tracking(store: Path, repeats: int) -> list[Result]:
     """Goal 3: MLflow at default settings vs logger=none, the default run (MLP, digits, 20 epochs)."""
-    commands = {"mlflow": train(store, "log_model=false"), "none": train(store, "logger=none")}
-    fit = {side: [] for side in commands}
-    wall = {side: [] for side in commands}
-    for repeat in range(repeats):
-        for side, command in commands.items():
-            timing, seconds, _ = run(command)
-            fit[side].append(timing["fit_s"])
-            wall[side].append(seconds)
-        console.log(f"tracking {repeat + 1}/{repeats}: fit " + ", ".join(f"{s} {v[-1]:.3g}s" for s, v in fit.items()))
-    extra = median(fit["mlflow"]) / median(fit["none"]) - 1
-    whole = median(wall["mlflow"]) - median(wall["none"])
+    values = side_by_side("tracking", {
+        "mlflow": train(store, "log_model=false"), "none": train(store, "logger=none"),
+    }, repeats)
+    fit, wall = medians(values, "fit_s"), medians(values, "wall")
+    extra = fit["mlflow"] / fit["none"] - 1
+    whole = wall["mlflow"] - wall["none"]
     return [Result(
         "3. MLflow tracking vs logger=none: extra training (fit) time", f"{100 * extra:+.1f}%", "<= 3%", extra <= 0.03,
-        f"fit {median(fit['mlflow']):.3g} s vs {median(fit['none']):.3g} s; the whole command {whole:+.2g} s "
+        f"fit {fit['mlflow']:.3g} s vs {fit['none']:.3g} s; the whole command {whole:+.2g} s "
         "(creating the run, params, data set, artifacts, once per run)",
     )]
 
@@ -179,13 +176,13 @@ def job_scores(store: Path, experiment: str) -> dict[str, float]:
 
 def batching(store: Path, repeats: int) -> list[Result]:
     """Goal 6: the MLP on digits fed from tensors on the device vs a default DataLoader."""
-    values = side_by_side("batching", {
+    step = medians(side_by_side("batching", {
         "in memory": train(store, *SHORT, "trainer.max_epochs=3", "data.use_dataloader=false"),
         "DataLoader": train(store, *SHORT, "trainer.max_epochs=3", "data.use_dataloader=true"),
-    }, repeats, "step_ms")
-    ratio = median(values["DataLoader"]) / median(values["in memory"])
+    }, repeats), "step_ms")
+    ratio = step["DataLoader"] / step["in memory"]
     return [Result("6. MLP/digits throughput: in-memory batches / DataLoader", f"{ratio:.2f}x", ">= 2x", ratio >= 2,
-                   f"{median(values['in memory']):.3g} ms vs {median(values['DataLoader']):.3g} ms per step")]
+                   f"{step['in memory']:.3g} ms vs {step['DataLoader']:.3g} ms per step")]
 
 
 def gpu(store: Path, repeats: int) -> list[Result]:

@@ -117,16 +117,17 @@ class RecordBeforeCheckpoint(Callback):
         self.at_batch_end = True  # runs before ModelCheckpoint's hook: Lightning orders those last
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module, checkpoint: dict) -> None:
+        logger = trainer.logger
+        if not isinstance(logger, MLFlowLogger):
+            return
         progress = trainer.fit_loop.epoch_loop.batch_progress.current
-        step_not_logged_yet = self.at_batch_end and trainer.training and progress.ready > progress.completed
-        if step_not_logged_yet and isinstance(trainer.logger, MLFlowLogger):
-            trainer.logger.logging_ahead = True
+        if self.at_batch_end and trainer.training and progress.ready > progress.completed:  # step not logged yet
+            logger.logging_ahead = True
             try:
                 trainer._logger_connector.update_train_step_metrics()
             finally:
-                trainer.logger.logging_ahead = False
-        if isinstance(trainer.logger, MLFlowLogger):
-            trainer.logger.flush()
+                logger.logging_ahead = False
+        logger.flush()
 
 
 class CheckpointOnStop(Callback):

@@ -20,10 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, InputTag, Metric, Param
-from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from src import PROJECT_ROOT
@@ -297,15 +295,9 @@ def log_data(client: MlflowClient, run_id: str, name: str, datamodule) -> None:
         tags = [InputTag("mlflow.data.context", split)]
         inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=tags))
     # Parallel jobs logging the same data set race in MLflow's check-then-insert
-    # (UNIQUE constraint): one at a time on SQLite; on a server the loser tries
-    # again and finds the data set there.
+    # (UNIQUE constraint): one at a time, like creating the experiment.
     with _store_lock(client.tracking_uri):
-        try:
-            client.log_inputs(run_id, datasets=inputs)
-        except MlflowException as error:
-            if "UNIQUE constraint" not in str(error):
-                raise
-            client.log_inputs(run_id, datasets=inputs)
+        client.log_inputs(run_id, datasets=inputs)
 
 
 @contextmanager
@@ -345,21 +337,12 @@ def run_status(client: MlflowClient | None, run_id: str | None, finish: bool = T
 
 
 def _end(client: MlflowClient, run_id: str, status: str, error: BaseException | None) -> None:
-    flush_error = None
-    try:
-        mlflow.flush_async_logging()
-    except Exception as caught:  # queued metrics were lost: the run did not finish well
-        flush_error = caught
-        if error is None:
-            status, error = "FAILED", caught
     if error is not None:
         try:
             client.log_text(run_id, "".join(traceback.format_exception(error)), "error.txt")
         except Exception:
             pass  # the status matters more than the traceback
     client.set_terminated(run_id, status)
-    if flush_error is not None and error is flush_error:
-        raise flush_error
 
 
 def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int) -> None:
@@ -371,7 +354,6 @@ def log_results(client, run_id, cfg, overrides, checkpoint_path, objective, conf
     """The artifacts a finished run keeps: config, overrides, best checkpoint, plots."""
     from src import plots  # matplotlib only when there is something to draw
 
-    mlflow.flush_async_logging()  # the learning curves are read back from the store
     client.log_text(run_id, redacted_yaml(cfg), "config.yaml")
     client.log_text(run_id, "\n".join(public_overrides(overrides)) + "\n", "overrides.txt")
     if checkpoint_path:

@@ -11,7 +11,7 @@ import time
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from src import PROJECT_ROOT
 from src.validate import ConfigError, check_loaded_data, override_problems, validate
@@ -167,8 +167,9 @@ def print_help(conf_dir) -> None:
     print(__doc__.strip().splitlines()[0].replace("`", ""), "\n")
     print(f"Usage: python -m src.train [-m] [group=option ...] [key=value ...]\n{__doc__.split(chr(10), 1)[1]}")
     print("Config groups (conf/<group>/<option>.yaml; the default is marked *):")
-    with open(conf_dir / "train.yaml") as file:
-        defaults = dict(line.strip(" -\n").split(": ", 1) for line in file if line.startswith("  - ") and ": " in line)
+    defaults = {}
+    for entry in OmegaConf.load(conf_dir / "train.yaml").defaults:  # "_self_" or {group: option}
+        defaults.update(entry if isinstance(entry, DictConfig) else {})
     for group in sorted(p for p in conf_dir.iterdir() if p.is_dir() and p.name != "hydra"):
         options = [f"{o}*" if o == defaults.get(group.name) else o for o in sorted(f.stem for f in group.glob("*.yaml"))]
         print(f"  {group.name:<11} {', '.join(options)}")
