@@ -31,10 +31,10 @@ console = Console()
 
 # Short runs: the step time is a median over steady steps, so a few dozen suffice.
 SHORT = ["+trainer.limit_val_batches=5", "+trainer.limit_test_batches=5", "log_model=false"]
-MODELS = {  # name -> (overrides for both sides, steps per epoch the plain loop runs)
-    "MLP on digits": (["model=mlp", "data=digits"], None),
-    "LSTM on sentiment": (["model=lstm", "data=sentiment"], 60),
-    "GPT on pydoc_lm": (["model=gpt", "data=pydoc_lm", "loss=cross_entropy"], 30),
+MODELS = {  # name -> (overrides for both sides, training steps per epoch (None: all), epochs)
+    "MLP on digits": (["model=mlp", "data=digits"], None, 10),
+    "LSTM on sentiment": (["model=lstm", "data=sentiment"], 60, 2),
+    "GPT on pydoc_lm": (["model=gpt", "data=pydoc_lm", "loss=cross_entropy"], 30, 2),
 }
 
 
@@ -88,12 +88,12 @@ def step_time(store: Path, repeats: int) -> list[Result]:
     """Goal 1: a step of `python -m src.train` (defaults: MLflow, progress bar,
     checkpoints) vs the same step in a plain loop."""
     results = []
-    for name, (overrides, steps) in MODELS.items():
+    for name, (overrides, steps, epochs) in MODELS.items():
         limit = [f"+trainer.limit_train_batches={steps}"] if steps else []
-        plain = [sys.executable, "-m", "benchmarks.plain_loop", "--epochs", "2",
+        plain = [sys.executable, "-m", "benchmarks.plain_loop", "--epochs", str(epochs),
                  *(["--steps", str(steps)] if steps else []), *overrides]
         step = medians(side_by_side(name, {
-            "triad": train(store, *overrides, *SHORT, *limit, "trainer.max_epochs=2"),
+            "triad": train(store, *overrides, *SHORT, *limit, f"trainer.max_epochs={epochs}"),
             "plain": plain,
         }, repeats), "step_ms")
         ratio = step["triad"] / step["plain"]
