@@ -1,11 +1,13 @@
-"""Lightning callbacks that triad adds to a run (TextSamples is listed in
-conf/callbacks/; StepTimer is always added by src/train.py)."""
+"""Lightning callbacks that triad adds to a run (ProgressBar and TextSamples are
+listed in conf/callbacks/; StepTimer is always added by src/train.py)."""
 
 import statistics
 import time
 
 import torch
 from pytorch_lightning import Callback
+from pytorch_lightning.callbacks import RichProgressBar
+from pytorch_lightning.trainer.states import RunningStage
 
 
 @torch.no_grad()
@@ -109,3 +111,19 @@ class StepTimer(Callback):
         if self.intervals:
             measured["time/step_ms"] = 1000 * statistics.median(self.intervals)
         return measured
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, whose metrics are read again during training
+    only on the steps the logger writes (log_every_n_steps). Reading them makes the
+    host wait for the device: every step, that would be a wait per step."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.shown: dict = {}
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        training = trainer.state.stage == RunningStage.TRAINING
+        if not training or trainer._logger_connector.should_update_logs or not self.shown:
+            self.shown = super().get_metrics(trainer, pl_module)
+        return self.shown

@@ -3,7 +3,6 @@ does not record a step twice, SIGTERM handled like Ctrl-C, and a stop with a
 message when the loss stops being a number.
 """
 
-import math
 import re
 import signal
 import threading
@@ -12,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from mlflow.entities import Metric
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import MLFlowLogger as LightningMLFlowLogger
@@ -82,17 +82,43 @@ class MLFlowLogger(LightningMLFlowLogger):
 
 
 class StopOnDivergence(Callback):
-    """Stops training at the first non-finite training loss, before a checkpoint
-    can store the broken weights (Lightning runs checkpoint callbacks last)."""
+    """Stops training at the first non-finite training loss, before a checkpoint can
+    store the broken weights.
+
+    Reading a loss makes the host wait for the device, so each step's loss stays
+    on the device until a check reads those since the last one together: on the
+    steps the logger writes (it reads the loss then anyway), before every
+    checkpoint is written, and at the end of each epoch.
+    """
+
+    def __init__(self):
+        self.unchecked: list[tuple[int, int, int, torch.Tensor]] = []  # (step, epoch, batch, loss)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
-        if loss is None or math.isfinite(float(loss)):
+        if loss is not None:
+            self.unchecked.append((trainer.global_step, trainer.current_epoch, batch_idx, loss.detach()))
+        if trainer._logger_connector.should_update_logs:
+            self.check(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
+        self.check(trainer)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module, checkpoint: dict) -> None:
+        self.check(trainer)  # raising here stops the save before the file is written
+
+    def check(self, trainer: pl.Trainer) -> None:
+        if not self.unchecked:
             return
+        unchecked, self.unchecked = self.unchecked, []
+        finite = torch.isfinite(torch.stack([loss for *_, loss in unchecked])).tolist()
+        if all(finite):
+            return
+        step, epoch, batch_idx, loss = unchecked[finite.index(False)]
         lr = trainer.optimizers[0].param_groups[0]["lr"]
         raise Diverged(
-            f"Training diverged: the training loss became {float(loss)} at step {trainer.global_step} "
-            f"(epoch {trainer.current_epoch}, batch {batch_idx}). Try a lower learning rate "
+            f"Training diverged: the training loss became {float(loss)} at step {step} "
+            f"(epoch {epoch}, batch {batch_idx}). Try a lower learning rate "
             f"(optimizer.lr={lr:g} now, e.g. optimizer.lr={lr / 10:g}), gradient clipping "
             f"(trainer.gradient_clip_val=1.0) or a smaller model."
         )

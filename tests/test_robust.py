@@ -172,6 +172,26 @@ def test_a_diverging_run_stops_failed_naming_the_step_and_the_fix(mlruns):
     assert "diverged" in Path(client.download_artifacts(run.info.run_id, "error.txt")).read_text()
 
 
+def test_divergence_between_logged_steps_stops_before_any_checkpoint_keeps_broken_weights(mlruns):
+    # Losses are read in batches (no host wait per step): here only at checkpoints
+    # (every 3 steps) and epoch ends, never at a logged step. Every checkpoint
+    # written must still hold finite weights, and the message names the first bad step.
+    import torch
+
+    from src.recovery import Diverged
+    from src.train import train
+
+    overrides = [*TINY, "trainer.max_epochs=3", "optimizer.lr=1e30", "trainer.log_every_n_steps=1000",
+                 "checkpoint_every_n_steps=3"]
+    with pytest.raises(Diverged, match=r"at step \d+ \(epoch 0, batch \d+\)"):
+        train(compose_config(overrides, mlruns))
+    for path in mlruns.rglob("*.ckpt"):
+        weights = torch.load(path, map_location="cpu", weights_only=True)["state_dict"].values()
+        assert all(torch.isfinite(w).all() for w in weights), path
+    _, [run] = runs_of(mlruns)
+    assert run.info.status == "FAILED"
+
+
 @pytest.mark.slow
 def test_a_diverging_job_does_not_stop_the_sweep(mlruns):
     result = run_train(["-m", *TINY, "trainer.max_epochs=2", "optimizer.lr=1e30,0.003"], mlruns, check=False)
