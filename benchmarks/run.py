@@ -10,6 +10,7 @@ own process, recording into a temporary MLflow store, never the project's.
 """
 
 import argparse
+import importlib.util
 import os
 import platform
 import re
@@ -106,9 +107,7 @@ def step_time(store: Path, repeats: int) -> list[Result]:
 
 def keras(store: Path, repeats: int) -> list[Result]:
     """Goal 2: the documents' bag-of-embeddings model, Keras 3 model.fit vs triad."""
-    try:
-        import keras  # noqa: F401  (installed by the bench session only)
-    except ImportError:
+    if importlib.util.find_spec("keras") is None:  # installed by the bench session only
         return [Result("2. BoW sentiment: triad / Keras 3 fit", "not run", "<= 1.00x", None,
                        "Keras is not installed: pip install keras==3.15.1 (nox -s bench does)")]
     step = medians(side_by_side("BoW", {
@@ -121,18 +120,21 @@ def keras(store: Path, repeats: int) -> list[Result]:
 
 
 def tracking(store: Path, repeats: int) -> list[Result]:
-    """Goal 3: MLflow at default settings vs logger=none, the default run (MLP, digits, 20 epochs)."""
-    values = side_by_side("tracking", {
-        "mlflow": train(store, "log_model=false"), "none": train(store, "logger=none"),
-    }, repeats)
+    """Goal 3: MLflow at default settings vs logger=none, the default run (MLP, digits,
+    20 epochs); and how long that default run takes, whole command (issue 2: under a minute)."""
+    values = side_by_side("tracking", {"mlflow": train(store), "none": train(store, "logger=none")}, repeats)
     fit, wall = medians(values, "fit_s"), medians(values, "wall")
     extra = fit["mlflow"] / fit["none"] - 1
-    whole = wall["mlflow"] - wall["none"]
-    return [Result(
-        "3. MLflow tracking vs logger=none: extra training (fit) time", f"{100 * extra:+.1f}%", "<= 3%", extra <= 0.03,
-        f"fit {fit['mlflow']:.3g} s vs {fit['none']:.3g} s; the whole command {whole:+.2g} s "
-        "(creating the run, params, data set, artifacts, once per run)",
-    )]
+    return [
+        Result(
+            "3. MLflow tracking vs logger=none: extra training (fit) time", f"{100 * extra:+.1f}%", "<= 3%",
+            extra <= 0.03,
+            f"fit {fit['mlflow']:.3g} s vs {fit['none']:.3g} s; the whole command {wall['mlflow'] - wall['none']:+.2g} s "
+            "(creating the run, params, data set, test, artifacts and the model, once per run)",
+        ),
+        Result("the default run `python -m src.train`, whole command", f"{wall['mlflow']:.1f} s", "< 60 s",
+               wall["mlflow"] < 60, "imports, data, 20 epochs, test, plots, checkpoints and the MLflow model"),
+    ]
 
 
 def startup(store: Path, repeats: int) -> list[Result]:

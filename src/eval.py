@@ -60,7 +60,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             run_cfg.trainer, accelerator=cfg.accelerator, devices=1, num_nodes=1, strategy="auto",
             logger=False, callbacks=[], enable_checkpointing=False, enable_progress_bar=False,
         )
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0]
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)[0]
     print("\n".join(f"{name}: {value:.6f}" for name, value in sorted(results.items())))
     if cfg.logger:
         record(cfg, run_cfg, original, str(ckpt_path), results)

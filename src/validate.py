@@ -15,6 +15,7 @@ DATA = {
     "digits": ("image", "multiclass"),
     "digits_images": ("image", "reconstruction"),
     "sentiment": ("tokens", "multiclass"),
+    "sentiment_binary": ("tokens", "binary"),
     "iris": ("features", "multiclass"),
     "breast_cancer": ("features", "binary"),
     "diabetes": ("features", "regression"),
@@ -189,7 +190,8 @@ def value_problems(cfg: DictConfig) -> list[str]:
     check("model.dropout", lambda v: _is_number(v) and 0 <= v < 1, "must be in [0, 1).")
     for key in ("model.hidden_size", "model.embed_dim", "model.d_model", "model.num_heads", "model.ff_size"):
         check(key, lambda v: _is_int(v) and v >= 1, "must be an integer >= 1.")
-    check("model.num_layers", lambda v: _is_int(v) and v >= 0, "must be an integer >= 0.")
+    for key in ("model.num_layers", "model.head_hidden_size"):
+        check(key, lambda v: _is_int(v) and v >= 0, "must be an integer >= 0.")
     check("model.activation", lambda v: v in ACTIVATIONS, _one_of(cfg.model.get("activation"), ACTIVATIONS))
     check("model.pooling", lambda v: v in POOLINGS, f"use one of {', '.join(POOLINGS)}.")
     d_model, heads = cfg.model.get("d_model"), cfg.model.get("num_heads")

@@ -71,6 +71,16 @@ def _no_outside_tracking_uri(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _nothing_written_to_mlflows_default_store():
+    # MLflow's default store is ./mlflow.db: a call that misses the configured
+    # tracking URI would write there, into the project's root, and go unnoticed.
+    stray = PROJECT_ROOT / "mlflow.db"
+    existed = stray.exists()
+    yield
+    assert existed or not stray.exists(), f"a test wrote to MLflow's default store {stray}"
+
+
 def write_user_data(folder: Path, num_rows: int = 300) -> dict[str, list[str]]:
     """A small text-classification CSV and the same rows saved as a Hugging Face
     data set (from the sentiment generator; no network). Returns, per user-data

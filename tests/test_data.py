@@ -45,6 +45,21 @@ def test_in_memory_batches_equal_the_dataloader_path(make):
             assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
+def test_by_default_a_small_split_is_batched_in_memory_and_a_large_one_by_a_dataloader(monkeypatch):
+    from torch.utils.data import DataLoader
+
+    data = DigitsDataModule(batch_size=32)
+    data.setup()
+    assert isinstance(data.train_dataloader(), InMemoryBatches)
+    x, y = data.splits["train"]
+    monkeypatch.setattr(DigitsDataModule, "in_memory_max_bytes", x.nbytes + y.nbytes - 1)
+    assert isinstance(data.train_dataloader(), DataLoader)
+    assert isinstance(data.test_dataloader(), InMemoryBatches)  # smaller than the limit
+    forced = DigitsDataModule(batch_size=32, use_dataloader=False)
+    forced.setup()
+    assert isinstance(forced.train_dataloader(), InMemoryBatches)  # false: in memory whatever the size
+
+
 def test_batches_change_with_the_epoch_and_the_seed():
     tensors = (torch.arange(10),)
     first = [b[0].tolist() for b in InMemoryBatches(tensors, 10, SeededShuffle(10, seed=0, shuffle=True))]
@@ -211,3 +226,16 @@ def test_generated_sets_train_and_record_their_data(args, mlruns):
     assert run.info.status == "FINISHED"
     inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
     assert sorted(inputs) == ["test", "train", "val"] and inputs["train"].name == args[0].split("=")[1]
+
+
+def test_sentiment_without_neutral_sentences_is_a_binary_task():
+    texts, labels = generate(800, seed=0, neutral=False)
+    assert set(labels) == {0, 1} and len(set(texts)) == 800
+    assert not any(fact in text for text in texts for fact in sentiment.FACTS)  # facts are neutral
+    three_class = generate(800, seed=0)
+    assert set(three_class[1]) == {0, 1, 2}
+    module = SentimentDataModule(num_examples=800, neutral=False)
+    module.setup()
+    assert module.spec.task == "binary" and module.spec.output_size == 1
+    assert module.spec.class_names == ("negative", "positive")
+    assert set(module.splits["train"][1].tolist()) == {0, 1}

@@ -210,3 +210,18 @@ def test_an_impossible_combination_is_refused_before_training(args, refused, wor
     assert refused in result.stderr and f"Models that can: {working}" in result.stderr
     assert not (mlruns / "mlflow.db").exists()
 
+
+
+def test_a_recurrent_head_hidden_size_puts_a_dense_relu_layer_before_the_output():
+    # the documents' stacked BiLSTM 64 -> 32 -> Dense(64, relu) -> Dense(1)
+    from src.models.recurrent import Recurrent
+
+    net = Recurrent("tokens", (12,), 1, vocab_size=50, task="binary", cell="lstm", hidden_sizes=[64, 32],
+                    bidirectional=True, head_hidden_size=64)
+    dense, relu, output = net.head
+    assert (dense.in_features, dense.out_features, output.in_features, output.out_features) == (64, 64, 64, 1)
+    assert isinstance(relu, torch.nn.ReLU)
+    tokens = torch.randint(1, 50, (5, 12))
+    assert net(tokens).shape == (5, 1)
+    plain = Recurrent("tokens", (12,), 1, vocab_size=50, task="binary", hidden_sizes=[64, 32], bidirectional=True)
+    assert isinstance(plain.head, torch.nn.Linear) and plain.head.in_features == 64

@@ -243,7 +243,16 @@ def test_a_bad_value_is_named_with_what_would_work(overrides, names, fix, mlruns
     with pytest.raises(ConfigError) as caught:
         validate(cfg, choices)
     assert names in str(caught.value) and fix in str(caught.value)
-    assert not (mlruns / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides,names,fix", BAD_VALUES, ids=[" ".join(b[0]) for b in BAD_VALUES])
+def test_a_bad_value_on_the_command_line_exits_2_naming_it_and_records_nothing(overrides, names, fix, mlruns):
+    result = run_train(overrides, mlruns, check=False, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert names in result.stderr and fix in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (mlruns / "mlflow.db").exists() and not list(mlruns.rglob("*.ckpt"))
 
 
 BAD_OVERRIDES = [

@@ -22,7 +22,11 @@ from tests.conftest import run_train, store_uri
 from tests.test_train import artifact_paths
 
 TINY = ["data=iris", "trainer.max_epochs=2", "callbacks=none", "model.hidden_size=16"]
-gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def gpu(test):
+    """Marked `gpu` (`pytest -m gpu` selects these) and skipped without a CUDA device."""
+    return pytest.mark.gpu(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")(test))
 
 
 def runs_in(uri: str):

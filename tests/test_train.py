@@ -1,10 +1,12 @@
 """Training end to end: every model on every data set it can read, and the MLflow record."""
 
+import subprocess
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
+from src import PROJECT_ROOT
 from src.train import train
 from src.validate import DATA, LOSSES, MODELS
 from tests.conftest import compose_config, config_options, run_train, store_uri
@@ -53,6 +55,8 @@ def check_record(client: MlflowClient, run, choices: dict[str, str], metrics: li
         assert name in run.data.metrics, f"{name} missing from {sorted(run.data.metrics)}"
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) >= 2
     assert "triad.overrides" in run.data.tags
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.strip()
+    assert run.data.tags["mlflow.source.git.commit"] == head and run.data.tags["triad.git_dirty"] in ("true", "false")
     artifacts = artifact_paths(client, run.info.run_id)
     expected = {"config.yaml", "checkpoints/best.ckpt", "plots/learning_curves.png", "plots/confusion_matrix.png"}
     assert expected <= artifacts, f"missing {expected - artifacts}"
@@ -112,7 +116,24 @@ def test_multirun_records_one_run_per_job(mlruns):
     assert all(r.info.status == "FINISHED" for r in runs)
 
 
+# Recorded like a user's run, on a couple of batches: each leaves a FINISHED run.
+SHORT_RECORDED = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
+                  "+trainer.limit_test_batches=1", "log_model=false", "callbacks=none"]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("experiment", config_options("experiment"))
-def test_every_experiment_runs_one_batch(experiment, mlruns):
-    cfg = compose_config([f"experiment={experiment}", "debug=fast", "callbacks=none"], mlruns)
-    train(cfg)
+def test_every_experiment_runs_end_to_end_and_finishes_its_run(experiment, mlruns):
+    train(compose_config([f"experiment={experiment}", *SHORT_RECORDED], mlruns))
+    _, [run] = finished_runs(mlruns)
+    assert run.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", config_options("model"))
+def test_every_model_option_trains_on_a_bundled_data_set_it_reads_and_finishes_its_run(model, mlruns):
+    readable = [p.values[1] for p in COMPATIBLE if p.values[0] == model]
+    data = next(d for d in ("digits", "sentiment", "pydoc_lm", "digits_images", "iris") if d in readable)
+    train(compose_config([f"model={model}", f"data={data}", f"loss={loss_for(data)}", *SHORT_RECORDED], mlruns))
+    _, [run] = finished_runs(mlruns)
+    assert run.info.status == "FINISHED" and run.data.params["model"] == model and run.data.params["data"] == data

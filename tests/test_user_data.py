@@ -84,6 +84,23 @@ def test_a_row_that_does_not_parse_names_its_line(tmp_path):
     assert "e.csv, line 14: 'abc' in feature column 'x' is not a number" in load_error(CsvDataModule(path, target_column="y"))
 
 
+def test_a_file_that_is_not_utf8_csv_names_its_line(tmp_path):
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes((GOOD_ROWS + "caf\xe9,1\n").encode("latin-1"))
+    message = load_error(CsvDataModule(latin1, target_column="y"))
+    assert "latin1.csv, line 14: not UTF-8 text (byte 0xe9)" in message and "UTF-8" in message
+    nul = write(tmp_path / "nul.csv", GOOD_ROWS + "1.5,\x001\n")
+    assert "nul.csv, line 14: a NUL byte" in load_error(CsvDataModule(nul, target_column="y"))
+    quote = write(tmp_path / "quote.csv", GOOD_ROWS + '1.5,"1\n')
+    assert "quote.csv, line 14: not valid CSV (unexpected end of data)" in load_error(CsvDataModule(quote, target_column="y"))
+    # a spreadsheet's byte-order mark is not part of the first column's name
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(GOOD_ROWS.encode("utf-8-sig"))
+    module = CsvDataModule(bom, target_column="y")
+    module.setup()
+    assert module.spec.input_shape == (1,)
+
+
 def test_a_label_seen_only_in_the_test_split_is_named(tmp_path):
     lines = ["text,label,split"] + [f"film {i},{'good' if i % 2 else 'bad'},train" for i in range(10)]
     lines += ["film a,good,val", "film b,bad,test", "film c,awful,test"]
@@ -136,3 +153,27 @@ def test_user_data_trains_and_records_its_data_set(option, mlruns, user_data):
     inputs = run.inputs.dataset_inputs
     assert sorted(i.tags[0].value for i in inputs) == ["test", "train", "val"]
     assert all(i.dataset.name == option and i.dataset.digest for i in inputs)
+
+
+@pytest.mark.slow
+def test_the_bilstm_experiment_takes_a_users_binary_csv_as_a_drop_in(tmp_path, mlruns):
+    # the document's example reads a CSV of text,label (0/1)
+    import csv
+
+    from mlflow import MlflowClient
+
+    from src.data.sentiment import generate
+    from src.train import train
+    from tests.conftest import compose_config
+
+    texts, labels = generate(300, seed=1, neutral=False)
+    path = tmp_path / "reviews.csv"
+    with path.open("w", newline="") as file:
+        csv.writer(file).writerows([("text", "label"), *zip(texts, labels, strict=True)])
+    short = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "log_model=false", "callbacks=none"]
+    train(compose_config(["experiment=bilstm_binary", "data=csv", f"data.path={path}", "data.text_column=text", *short],
+                         mlruns))
+    client = MlflowClient(store_uri(mlruns))
+    (run,) = client.search_runs([client.get_experiment_by_name("triad").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["data"] == "csv"
+    assert run.data.tags["triad.task"] == "binary" and run.data.params["model.head_hidden_size"] == "64"

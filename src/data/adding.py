@@ -48,7 +48,7 @@ class AddingDataModule(TensorDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         split_seed: int = 0,
-        use_dataloader: bool = False,
+        use_dataloader: bool | None = None,
     ):
         super().__init__(batch_size, use_dataloader)
         self.num_examples, self.seq_len = num_examples, seq_len

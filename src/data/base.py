@@ -101,7 +101,11 @@ class TensorDataModule(pl.LightningDataModule):
     descent); 1 is stochastic gradient descent; anything between is mini-batch.
     """
 
-    def __init__(self, batch_size: int | str, use_dataloader: bool = False):
+    # Above this many bytes of tensors a split goes through a DataLoader, batch by
+    # batch, rather than to the training device whole (use_dataloader=null).
+    in_memory_max_bytes = 2**30
+
+    def __init__(self, batch_size: int | str, use_dataloader: bool | None = None):
         super().__init__()
         self.batch_size = batch_size
         self.use_dataloader = use_dataloader
@@ -130,7 +134,8 @@ class TensorDataModule(pl.LightningDataModule):
         sampler = SeededShuffle(len(tensors[0]), torch.initial_seed(), shuffle)
         batch_size = self.resolved_batch_size()
         distributed = self.trainer is not None and self.trainer.world_size > 1
-        if self.use_dataloader or distributed:
+        large = sum(t.nelement() * t.element_size() for t in tensors) > self.in_memory_max_bytes
+        if self.use_dataloader or distributed or (self.use_dataloader is None and large):
             # Lightning shards a DataLoader's sampler across processes itself.
             return DataLoader(TensorDataset(*tensors), batch_size=batch_size, sampler=sampler)
         if self.trainer is not None:

@@ -27,7 +27,7 @@ class BundledDataModule(TensorDataModule):
         val_fraction: float = 0.15,
         test_fraction: float = 0.2,
         split_seed: int = 0,
-        use_dataloader: bool = False,
+        use_dataloader: bool | None = None,
     ):
         super().__init__(batch_size, use_dataloader)
         if name not in BUNDLED:

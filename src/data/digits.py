@@ -16,7 +16,7 @@ class DigitsDataModule(TensorDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         split_seed: int = 0,
-        use_dataloader: bool = False,
+        use_dataloader: bool | None = None,
         reconstruct: bool = False,
     ):
         super().__init__(batch_size, use_dataloader)

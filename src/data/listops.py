@@ -83,7 +83,7 @@ class ListOpsDataModule(TensorDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         split_seed: int = 0,
-        use_dataloader: bool = False,
+        use_dataloader: bool | None = None,
     ):
         super().__init__(batch_size, use_dataloader)
         self.num_examples, self.max_depth, self.max_args = num_examples, max_depth, max_args

@@ -103,7 +103,7 @@ class PydocLMDataModule(TensorDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         split_seed: int = 0,
-        use_dataloader: bool = False,
+        use_dataloader: bool | None = None,
     ):
         super().__init__(batch_size, use_dataloader)
         if tokenizer not in TOKENIZERS:

@@ -1,4 +1,5 @@
-"""A generated 3-class sentiment data set in which word order matters.
+"""A generated 3-class sentiment data set in which word order matters
+(or 2-class, negative and positive, with neutral=False).
 
 Each sentence is about a thing (a film, a meal, ...) and is labelled negative (0),
 neutral (1) or positive (2) from a small lexicon of positive, negative and neutral
@@ -32,6 +33,7 @@ from src.data.text import Vocabulary
 
 NEGATIVE, NEUTRAL, POSITIVE = 0, 1, 2
 CLASS_NAMES = ("negative", "neutral", "positive")
+BINARY_CLASS_NAMES = ("negative", "positive")
 FLIP = {NEGATIVE: POSITIVE, POSITIVE: NEGATIVE, NEUTRAL: NEUTRAL}
 
 THINGS = ["film", "movie", "book", "meal", "hotel", "album", "show", "game", "phone", "concert",
@@ -72,7 +74,7 @@ def _fill(rng: random.Random, words: str, fillers: int) -> str:
     return words
 
 
-def _sentence(rng: random.Random, contrast: float, negation: float, fillers: int) -> tuple[str, int]:
+def _sentence(rng: random.Random, contrast: float, negation: float, fillers: int, neutral: bool) -> tuple[str, int]:
     thing, verb = rng.choice(THINGS), rng.choice(VERBS)
     subject = f"{rng.choice(OPENERS)} the {thing} {verb}".strip()
     kind = rng.random()
@@ -89,19 +91,22 @@ def _sentence(rng: random.Random, contrast: float, negation: float, fillers: int
             text, label = f"although the {thing} {verb} {first} , it {verb} {second}", p2
         else:
             text, label = f"{subject} {first} , although it {verb} {second}", p1
-    elif kind < contrast + 0.1:
+    elif neutral and kind < contrast + 0.1:
         text, label = f"{subject} {rng.choice(FACTS)}", NEUTRAL
     else:
         # plain, or negated with probability `negation`
-        phrase, label = _adjective(rng, rng.choice([NEGATIVE, NEUTRAL, POSITIVE]), negation)
+        polarities = [NEGATIVE, NEUTRAL, POSITIVE] if neutral else [NEGATIVE, POSITIVE]
+        phrase, label = _adjective(rng, rng.choice(polarities), negation)
         text = f"{subject} {phrase}"
     return _fill(rng, text, fillers), label
 
 
 def generate(
-    num_examples: int, seed: int, contrast: float = 0.35, negation: float = 0.35, fillers: int = 1, noise: float = 0.0
+    num_examples: int, seed: int, contrast: float = 0.35, negation: float = 0.35, fillers: int = 1, noise: float = 0.0,
+    neutral: bool = True,
 ) -> tuple[list[str], list[int]]:
-    """num_examples distinct sentences and their labels, the same for the same arguments."""
+    """num_examples distinct sentences and their labels, the same for the same arguments:
+    indices into CLASS_NAMES, or with neutral=False into BINARY_CLASS_NAMES."""
     if not 0 <= contrast <= 0.9:
         raise ValueError(f"contrast={contrast}: the share of contrast sentences must be in [0, 0.9]")
     rng = random.Random(seed)
@@ -111,10 +116,11 @@ def generate(
         attempts += 1
         if attempts > 50 * num_examples + 1000:
             raise ValueError(f"cannot draw {num_examples} distinct sentences; ask for fewer or allow more fillers")
-        text, label = _sentence(rng, contrast, negation, fillers)
+        text, label = _sentence(rng, contrast, negation, fillers, neutral)
         texts.setdefault(text, label)
-    labels = [rng.randrange(3) if rng.random() < noise else label for label in texts.values()]
-    return list(texts), labels
+    classes = [NEGATIVE, NEUTRAL, POSITIVE] if neutral else [NEGATIVE, POSITIVE]
+    labels = [rng.choice(classes) if rng.random() < noise else label for label in texts.values()]
+    return list(texts), [classes.index(label) for label in labels]
 
 
 class SentimentDataModule(TensorDataModule):
@@ -123,6 +129,7 @@ class SentimentDataModule(TensorDataModule):
     contrast and negation are the shares of contrast and negated sentences (more
     contrast: harder for bag-of-words); fillers lengthens sentences; noise is the
     share of labels drawn at random (a ceiling on every model's accuracy).
+    neutral=False leaves out neutral sentences: a binary task (negative 0, positive 1).
     """
 
     def __init__(
@@ -138,16 +145,18 @@ class SentimentDataModule(TensorDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         split_seed: int = 0,
-        use_dataloader: bool = False,
+        use_dataloader: bool | None = None,
+        neutral: bool = True,
     ):
         super().__init__(batch_size, use_dataloader)
+        self.neutral = neutral
         self.num_examples, self.seq_len, self.vocab_size = num_examples, seq_len, vocab_size
         self.contrast, self.negation, self.fillers, self.noise = contrast, negation, fillers, noise
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
 
     def load(self):
         texts, labels = generate(
-            self.num_examples, self.split_seed, self.contrast, self.negation, self.fillers, self.noise
+            self.num_examples, self.split_seed, self.contrast, self.negation, self.fillers, self.noise, self.neutral
         )
         targets = torch.tensor(labels, dtype=torch.long)
         index = split_indices(targets.numpy(), self.val_fraction, self.test_fraction, self.split_seed, stratify=True)
@@ -157,9 +166,9 @@ class SentimentDataModule(TensorDataModule):
         spec = DataSpec(
             input_kind="tokens",
             input_shape=(self.seq_len,),
-            task="multiclass",
-            output_size=len(CLASS_NAMES),
+            task="multiclass" if self.neutral else "binary",
+            output_size=len(CLASS_NAMES) if self.neutral else 1,
             vocab_size=len(self.vocab),
-            class_names=CLASS_NAMES,
+            class_names=CLASS_NAMES if self.neutral else BINARY_CLASS_NAMES,
         )
         return splits, spec

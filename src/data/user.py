@@ -13,6 +13,7 @@ while loading, before any training, naming the file, the line or the column.
 """
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -216,7 +217,7 @@ class CsvDataModule(UserDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         split_seed: int = 0,
-        use_dataloader: bool = False,
+        use_dataloader: bool | None = None,
     ):
         super().__init__(path, target_column, text_column, feature_columns, split_column, task, seq_len,
                          vocab_size, min_freq, batch_size, val_fraction, test_fraction, split_seed, use_dataloader)
@@ -225,24 +226,44 @@ class CsvDataModule(UserDataModule):
     def read(self):
         if not self.path.is_file():
             raise DataError(f"data.path={self.source}: no such file")
-        with self.path.open(newline="", encoding="utf-8") as file:
-            reader = csv.reader(file)
-            header = next(reader, None)
-            if header is None:
-                raise DataError(f"{self.source} is empty; it needs a header line and rows")
-            table: dict[str, list[str]] = {name: [] for name in header}
-            where = []
-            for fields in reader:
-                if not fields:  # blank line
-                    continue
-                if len(fields) != len(header):
-                    raise DataError(
-                        f"{self.source}, line {reader.line_num}: {len(fields)} fields, but the header has "
-                        f"{len(header)} ({', '.join(header)})"
-                    )
-                for name, value in zip(header, fields, strict=True):
-                    table[name].append(value)
-                where.append(f"line {reader.line_num}")
+        try:
+            raw = self.path.read_bytes()
+        except OSError as error:
+            raise DataError(f"data.path={self.source}: cannot be read ({error.strerror})") from None
+        try:
+            text = raw.decode("utf-8-sig")  # -sig: a spreadsheet's byte-order mark is not part of the header
+        except UnicodeDecodeError as error:
+            line = raw.count(b"\n", 0, error.start) + 1
+            raise DataError(
+                f"{self.source}, line {line}: not UTF-8 text (byte {raw[error.start]:#04x}); "
+                "save the file as UTF-8 (CSV UTF-8 in a spreadsheet)"
+            ) from None
+        if "\x00" in text:  # a binary file, or UTF-16 read as UTF-8
+            line = text.count("\n", 0, text.index("\x00")) + 1
+            raise DataError(f"{self.source}, line {line}: a NUL byte; this is not a UTF-8 CSV file")
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        try:
+            return self._rows(reader)
+        except csv.Error as error:  # e.g. a quote that is never closed, or text after a closing quote
+            raise DataError(f"{self.source}, line {reader.line_num}: not valid CSV ({error})") from None
+
+    def _rows(self, reader) -> tuple[dict[str, list[str]], list[str]]:
+        header = next(reader, None)
+        if header is None:
+            raise DataError(f"{self.source} is empty; it needs a header line and rows")
+        table: dict[str, list[str]] = {name: [] for name in header}
+        where = []
+        for fields in reader:
+            if not fields:  # blank line
+                continue
+            if len(fields) != len(header):
+                raise DataError(
+                    f"{self.source}, line {reader.line_num}: {len(fields)} fields, but the header has "
+                    f"{len(header)} ({', '.join(header)})"
+                )
+            for name, value in zip(header, fields, strict=True):
+                table[name].append(value)
+            where.append(f"line {reader.line_num}")
         return table, where
 
 
@@ -266,7 +287,7 @@ class HFDataModule(UserDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         split_seed: int = 0,
-        use_dataloader: bool = False,
+        use_dataloader: bool | None = None,
     ):
         super().__init__(name, target_column, text_column, feature_columns, split_column, task, seq_len,
                          vocab_size, min_freq, batch_size, val_fraction, test_fraction, split_seed, use_dataloader)

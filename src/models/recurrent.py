@@ -20,7 +20,7 @@ TASKS = ("multiclass", "binary", "regression", "language_model")
 
 
 class Recurrent(nn.Module):
-    """input -> SequenceInput (B, T, embed_dim) -> recurrent layers -> linear head.
+    """input -> SequenceInput (B, T, embed_dim) -> recurrent layers -> head.
 
     Classification and regression read the last layer's final state (both
     directions' when bidirectional); token sequences are packed, so the final
@@ -31,6 +31,8 @@ class Recurrent(nn.Module):
     Layer sizes: hidden_size x num_layers, or hidden_sizes (a list, e.g.
     [64, 32]) which, when set, replaces both and gives each layer its own size.
     A bidirectional layer of size H passes 2H values to the next one.
+    The head is one linear layer, or with head_hidden_size > 0 a dense ReLU layer
+    of that size before it (the documents' BiLSTM -> Dense(64, relu) -> output).
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class Recurrent(nn.Module):
         bidirectional: bool = False,
         dropout: float = 0.0,
         embed_dim: int = 32,
+        head_hidden_size: int = 0,
     ):
         super().__init__()
         if cell not in CELLS:
@@ -74,7 +77,10 @@ class Recurrent(nn.Module):
             self.layers.append(CELLS[cell](width, size, batch_first=True, bidirectional=bidirectional))
             width = size * directions
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(width, output_size)
+        if head_hidden_size > 0:
+            self.head = nn.Sequential(nn.Linear(width, head_hidden_size), nn.ReLU(), nn.Linear(head_hidden_size, output_size))
+        else:
+            self.head = nn.Linear(width, output_size)
 
     def forward(self, x):
         h = self.inputs(x)  # (B, T, E)
