@@ -81,3 +81,33 @@ def test_help_lists_every_group_with_its_options_and_defaults():
         for option in config_options(group):
             assert option in lines[group], (group, option)
     assert "mlp*" in lines["model"] and "digits*" in lines["data"] and "adam*" in lines["optimizer"]
+
+
+def test_trainer_callbacks_and_logger_options_build(mlruns):
+    import pytorch_lightning as pl
+    import torch
+    from mlflow import MlflowClient
+
+    present = {"gpu": torch.cuda.is_available(), "cuda": torch.cuda.is_available(),
+               "mps": torch.backends.mps.is_available()}
+    built = []
+    for option in config_options("trainer"):
+        cfg = compose_config([f"trainer={option}"], mlruns)
+        if not present.get(cfg.trainer.accelerator, True):
+            continue  # needs a device this machine lacks; tests/test_scale.py trains on one where there is
+        assert isinstance(instantiate(cfg.trainer, logger=False, enable_checkpointing=False), pl.Trainer)
+        built.append(option)
+    assert {"default", "cpu", "ddp_cpu", "debug"} <= set(built)
+
+    for option in config_options("callbacks"):
+        for node in (compose_config([f"callbacks={option}"], mlruns).callbacks or {}).values():
+            assert isinstance(instantiate(node), pl.Callback)
+
+    cfg = compose_config(["logger=mlflow"], mlruns)
+    client = MlflowClient(cfg.logger.tracking_uri)
+    run_id = client.create_run(client.create_experiment("triad")).info.run_id
+    logger = instantiate(cfg.logger, run_id=run_id)
+    logger.log_metrics({"train/loss": 0.5}, step=3)
+    logger.flush()
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "train/loss")] == [(3, 0.5)]
+    assert not compose_config(["logger=none"], mlruns).logger
