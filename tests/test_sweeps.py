@@ -56,6 +56,34 @@ def test_named_sweep_with_the_basic_launcher_ends_with_a_report(mlruns):
 
 
 @pytest.mark.slow
+def test_sweep_architectures_at_its_own_size_names_a_verdict_for_every_pair(mlruns):
+    # The named sweep as a user runs it: 5 models x 3 seeds, 5 epochs, on digits.
+    result = run_train(["sweep=architectures"], mlruns, timeout=900)
+    client, parents, children = sweep_record(mlruns)
+    assert len(children) == 15 and all(r.info.status == "FINISHED" for r in children)
+    report = check_sweep(client, parents[0], children, 15)
+    verdicts = [line for line in report.splitlines() if line.endswith("** |")]
+    assert len(verdicts) == 10  # 5 models: 10 pairs
+    assert all(("better" in v) or ("no evidence" in v) for v in verdicts)
+    assert parents[0].data.tags["triad.verdicts"] and "P(A beats B)" in result.stdout
+
+
+@pytest.mark.slow
+def test_the_gradient_descent_variants_command_runs_every_pair(mlruns):
+    # The README's comparison of batch, mini-batch and stochastic gradient descent,
+    # one epoch each (batch size 1 is 97 steps an epoch on iris).
+    run_train(["-m", "optimizer=sgd,adam", "data.batch_size=full,32,1", *SMALL], mlruns)
+    client, parents, children = sweep_record(mlruns)
+    ran = {(r.data.params["optimizer"], r.data.params["data.batch_size"]) for r in children}
+    assert ran == {(o, b) for o in ("sgd", "adam") for b in ("full", "32", "1")}
+    assert all(r.info.status == "FINISHED" for r in children)
+    # the summary is recorded at the run's last step: the optimizer steps one epoch took
+    steps = {r.data.params["data.batch_size"]: client.get_metric_history(r.info.run_id, "time/fit_s")[0].step
+             for r in children}
+    assert steps == {"full": 1, "32": 4, "1": 97}  # iris: 97 training rows
+
+
+@pytest.mark.slow
 def test_joblib_workers_record_children_of_the_parent(mlruns):
     run_train(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=linear", "seed=0,1,2", *SMALL],
               mlruns)

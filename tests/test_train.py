@@ -137,3 +137,19 @@ def test_every_model_option_trains_on_a_bundled_data_set_it_reads_and_finishes_i
     train(compose_config([f"model={model}", f"data={data}", f"loss={loss_for(data)}", *SHORT_RECORDED], mlruns))
     _, [run] = finished_runs(mlruns)
     assert run.info.status == "FINISHED" and run.data.params["model"] == model and run.data.params["data"] == data
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("data", [d for d in config_options("data") if d in DATA and DATA[d][0]])
+def test_every_data_option_trains_with_mlp_or_the_first_model_that_reads_it(data, mlruns):
+    # (csv and hf: tests/test_user_data.py, on files the tests write)
+    readable = [p.values[0] for p in COMPATIBLE if p.values[1] == data]
+    model = "mlp" if "mlp" in readable else readable[0]
+    overrides = [f"model={model}", f"data={data}", f"loss={loss_for(data)}", *SHORT_RECORDED]
+    if DATA[data][1] == "language_model":  # keep the callback that writes samples
+        overrides.remove("callbacks=none")
+    train(compose_config(overrides, mlruns))
+    client, [run] = finished_runs(mlruns)
+    assert run.info.status == "FINISHED" and run.data.params["data"] == data
+    if DATA[data][1] == "language_model":
+        assert "samples/samples.txt" in artifact_paths(client, run.info.run_id)
