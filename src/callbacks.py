@@ -9,6 +9,8 @@ from pytorch_lightning import Callback
 from pytorch_lightning.callbacks import RichProgressBar
 from pytorch_lightning.trainer.states import RunningStage
 
+from src.module import logs_this_step
+
 
 @torch.no_grad()
 def sample(net: torch.nn.Module, prompt: torch.Tensor, num_tokens: int, seq_len: int,
@@ -124,6 +126,6 @@ class ProgressBar(RichProgressBar):
 
     def get_metrics(self, trainer, pl_module) -> dict:
         training = trainer.state.stage == RunningStage.TRAINING
-        if not training or trainer._logger_connector.should_update_logs or not self.shown:
+        if not training or logs_this_step(trainer) or not self.shown:
             self.shown = super().get_metrics(trainer, pl_module)
         return self.shown

@@ -106,6 +106,14 @@ def predictions(output: torch.Tensor, task: str) -> torch.Tensor:
     return output  # class logits
 
 
+def logs_this_step(trainer: pl.Trainer) -> bool:
+    """Whether Lightning writes this training step's metrics to the logger (every
+    log_every_n_steps steps, and the last). Step metrics are computed and read on
+    those steps only: a self.log call costs about a millisecond, more than a small
+    model's whole step, and reading a device value makes the host wait for it."""
+    return trainer._logger_connector.should_update_logs
+
+
 class ExperimentModule(pl.LightningModule):
     """net + loss + optimizer/scheduler factories (functools.partial) + metrics."""
 
@@ -132,7 +140,7 @@ class ExperimentModule(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss, parts = self.loss(self.net(x), y)
-        if self.logs_this_step():
+        if logs_this_step(self.trainer):
             # sync_dist: under DDP the logged value is the mean over processes (a no-op on one).
             self.log("train/loss", loss, prog_bar=True, sync_dist=True)
             for name, value in parts.items():
@@ -141,17 +149,10 @@ class ExperimentModule(pl.LightningModule):
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss
 
-    def logs_this_step(self) -> bool:
-        """Whether Lightning writes this training step's metrics to the logger (every
-        log_every_n_steps steps, and the last). Step metrics are logged on those
-        steps only: a self.log call costs about a millisecond, more than a small
-        model's whole step, and on other steps the value would never be written."""
-        return self.trainer._logger_connector.should_update_logs
-
     def on_before_optimizer_step(self, optimizer):
         # Lightning calls this before it clips, so this is the unclipped norm.
         # Logging keeps a device tensor, read back only when the step is written.
-        if self.logs_this_step():
+        if logs_this_step(self.trainer):
             grads = [p.grad for p in self.parameters() if p.grad is not None]
             if grads:
                 self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads, norm_type=2.0))

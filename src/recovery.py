@@ -18,6 +18,7 @@ from pytorch_lightning.loggers import MLFlowLogger as LightningMLFlowLogger
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
+from src.module import logs_this_step
 from src.tracking import uninterruptible
 
 
@@ -98,7 +99,7 @@ class StopOnDivergence(Callback):
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if loss is not None:
             self.unchecked.append((trainer.global_step, trainer.current_epoch, batch_idx, loss.detach()))
-        if trainer._logger_connector.should_update_logs:
+        if logs_this_step(trainer):
             self.check(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
