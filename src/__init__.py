@@ -1,9 +1,15 @@
 """triad: compare architectures, losses and optimizers with evidence."""
 
 import os
+import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+# When the command started: `python -m src.train` imports this package first.
+# (Not the process's creation time: `bash -c "pip install ... && python ..."`
+# runs python in bash's own process, created before the installs.)
+STARTED = time.time()
 
 # The repository root (the folder holding conf/ and mlruns/). Found from this file
 # so that runs land in the project's store wherever the command is started.

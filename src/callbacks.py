@@ -9,6 +9,7 @@ from pytorch_lightning import Callback
 from pytorch_lightning.callbacks import RichProgressBar
 from pytorch_lightning.trainer.states import RunningStage
 
+from src import STARTED
 from src.module import logs_this_step
 
 
@@ -80,7 +81,7 @@ class TextSamples(Callback):
 class StepTimer(Callback):
     """How long training takes to start and how long a step takes once it runs.
 
-    first_step_s: seconds from the process's start to the end of the first
+    first_step_s: seconds from the command's start to the end of the first
     optimizer step (imports, data, model, store and Lightning's set-up included).
     step_ms: median time between the starts of consecutive training batches of an
     epoch: a whole step (fetch, forward, backward, update, hooks, logging, progress
@@ -88,9 +89,6 @@ class StepTimer(Callback):
     """
 
     def __init__(self):
-        import psutil
-
-        self.process_start = psutil.Process().create_time()
         self.first_step_s: float | None = None
         self.intervals: list[float] = []
         self.last_start: float | None = None
@@ -103,7 +101,7 @@ class StepTimer(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if self.first_step_s is None:
-            self.first_step_s = time.time() - self.process_start
+            self.first_step_s = time.time() - STARTED
 
     def summary(self) -> dict[str, float]:
         """time/first_step_s and time/step_ms, for what was measured."""
