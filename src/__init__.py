@@ -19,6 +19,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # and sets/unsets environment variables from a background thread, which races with
 # triad's scan of the environment for secrets. Users may still turn it on.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# MLflow's INFO lines (creating the store's tables, validating the model's input
+# example) and its download bars while logging a model are no news to a user.
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 # `${triad_root:}` in conf/paths/default.yaml. Registered on import so that every
 # process running a job (joblib and submitit workers too) can resolve it.

@@ -81,14 +81,16 @@ class TextSamples(Callback):
 class StepTimer(Callback):
     """How long training takes to start and how long a step takes once it runs.
 
-    first_step_s: seconds from the command's start to the end of the first
-    optimizer step (imports, data, model, store and Lightning's set-up included).
+    first_step_s: seconds from `started` (the command's start, or a sweep job's)
+    to the end of the first optimizer step (imports, data, model, store and
+    Lightning's set-up included).
     step_ms: median time between the starts of consecutive training batches of an
     epoch: a whole step (fetch, forward, backward, update, hooks, logging, progress
     bar), without the validation between epochs. Train's summary logs both.
     """
 
-    def __init__(self):
+    def __init__(self, started: float = STARTED):
+        self.started = started
         self.first_step_s: float | None = None
         self.intervals: list[float] = []
         self.last_start: float | None = None
@@ -101,7 +103,7 @@ class StepTimer(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if self.first_step_s is None:
-            self.first_step_s = time.time() - STARTED
+            self.first_step_s = time.time() - self.started
 
     def summary(self) -> dict[str, float]:
         """time/first_step_s and time/step_ms, for what was measured."""
@@ -126,4 +128,5 @@ class ProgressBar(RichProgressBar):
         training = trainer.state.stage == RunningStage.TRAINING
         if not training or logs_this_step(trainer) or not self.shown:
             self.shown = super().get_metrics(trainer, pl_module)
+            self.shown.pop("v_num", None)  # the logger's version: the end of the run id, printed already
         return self.shown

@@ -1,4 +1,8 @@
-"""What a run prints: the composed config at the start, the results at the end."""
+"""What a run prints: the composed config at the start, a progress bar, the results
+and how to open them at the end; and nothing else by default (quiet_libraries)."""
+
+import logging
+import warnings
 
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -8,6 +12,19 @@ from rich.table import Table
 
 console = Console()
 SHOWN_GROUPS = ("data", "model", "loss", "optimizer", "scheduler", "trainer")
+
+
+def quiet_libraries() -> None:
+    """Silence what the libraries print that is no news to a user; warnings about
+    the user's own config, data or run still print."""
+    # Lightning's INFO lines: "GPU available: False", tips, "`Trainer.fit` stopped", checkpoint restores.
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # Lightning 2.6.6 uses torch 2.13's deprecated LeafSpec; nothing a user can change.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+    # Small data sets have fewer batches per epoch than log_every_n_steps; the steps
+    # count on across epochs, so train/loss is still logged every n steps.
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval")
 
 
 def print_config(cfg: DictConfig, choices: dict[str, str]) -> None:
@@ -25,7 +42,7 @@ def print_start(choices: dict[str, str], num_params: int, run_id: str | None) ->
 def print_summary(
     results: dict, objective: str, best: float, timings: dict, run_id: str | None, cfg: DictConfig
 ) -> None:
-    table = Table(title="Test results (best checkpoint)")
+    table = Table(title="Test results (best checkpoint)", min_width=40)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in sorted(results.items()):
@@ -35,7 +52,8 @@ def print_summary(
     # One plain line (no markup, never wrapped): benchmarks/ reads it.
     print("timing: " + "  ".join(f"{name.removeprefix('time/')}={value:.4g}" for name, value in timings.items()))
     if run_id:
+        # Plain prints: rich would wrap a long path, and the command must copy whole.
         uri = cfg.logger.tracking_uri
-        console.print(f"MLflow run [bold]{run_id}[/] in experiment '{cfg.experiment_name}' at {uri}")
+        print(f"MLflow run {run_id} in experiment '{cfg.experiment_name}' at {uri}")
         if uri.startswith("sqlite:"):
-            console.print(f"Open the UI:  [bold]mlflow ui --backend-store-uri {uri}[/]  (then http://127.0.0.1:5000)")
+            print(f"Open the UI (then http://127.0.0.1:5000):\n  mlflow ui --backend-store-uri {uri}")

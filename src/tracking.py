@@ -16,6 +16,7 @@ import threading
 import traceback
 import urllib.error
 import urllib.request
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,8 +291,10 @@ def log_data(client: MlflowClient, run_id: str, name: str, datamodule) -> None:
     source = getattr(datamodule, "path", None) or inspect.getfile(type(datamodule))
     inputs = []
     for split, (x, y) in datamodule.splits.items():
-        dataset = mlflow.data.from_numpy(x.cpu().numpy(), source=str(Path(source).resolve()),
-                                         targets=y.cpu().numpy(), name=name)
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": a local file either way
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            dataset = mlflow.data.from_numpy(x.cpu().numpy(), source=str(Path(source).resolve()),
+                                             targets=y.cpu().numpy(), name=name)
         tags = [InputTag("mlflow.data.context", split)]
         inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=tags))
     # Parallel jobs logging the same data set race in MLflow's check-then-insert
@@ -367,21 +370,24 @@ def log_results(client, run_id, cfg, overrides, checkpoint_path, objective, conf
         client.log_figure(run_id, plots.confusion_matrix(confusion, class_names), "plots/confusion_matrix.png")
 
 
-# What the logged model needs to be loaded elsewhere. Given explicitly because
-# MLflow's inference of requirements starts a slow subprocess.
-MODEL_REQUIREMENTS = ("torch", "mlflow")
+# What the logged model needs to be loaded elsewhere (src/ travels inside it). Given
+# explicitly because MLflow's inference of requirements starts a slow subprocess.
+MODEL_REQUIREMENTS = ("torch", "mlflow", "omegaconf")
 
 
-def log_model(tracking_uri: str, run_id: str, net, input_example) -> None:
-    """Log the network as an MLflow model (PyTorch flavour, signature inferred from
-    the input example), linked from the run, for mlflow.pyfunc.load_model."""
+def log_model(client: MlflowClient, run_id: str, net, description: dict, input_example) -> None:
+    """Log the network as an MLflow model of the run, in the run's own experiment
+    (src/logged_model.py), for mlflow.pyfunc.load_model."""
+    import tempfile
     from importlib.metadata import version
 
-    import mlflow.pytorch
+    import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri)  # log_model writes through the global client
+    from src import logged_model
+
+    mlflow.set_tracking_uri(client.tracking_uri)  # MLflow writes models through the global client
+    # A model is created in the active experiment (else MLflow's Default), not its run's.
+    mlflow.set_experiment(experiment_id=client.get_run(run_id).info.experiment_id)
     requirements = [f"{package}=={version(package)}" for package in MODEL_REQUIREMENTS]
-    mlflow.pytorch.log_model(
-        net.cpu().eval(), name="model", run_id=run_id, input_example=input_example,
-        pip_requirements=requirements,
-    )
+    with tempfile.TemporaryDirectory() as folder:
+        logged_model.log(run_id, net, description, input_example, Path(folder), requirements)

@@ -11,14 +11,25 @@ import time
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from src import PROJECT_ROOT
-from src.validate import ConfigError, check_loaded_data, override_problems, validate
+from src import PROJECT_ROOT, STARTED
+from src.validate import (
+    DATA,
+    TASK_LOSS,
+    TASK_MODEL,
+    ConfigError,
+    changed_groups,
+    check_loaded_data,
+    data_facts,
+    override_problems,
+    validate,
+)
 
 
-def build(cfg: DictConfig, choices: dict[str, str]):
-    """The data module (set up) and the LightningModule sized by its DataSpec."""
+def build(cfg: DictConfig, choices: dict[str, str], changed: set[str] = frozenset()):
+    """The data module (set up) and the LightningModule sized by its DataSpec.
+    With no loss chosen (loss: null), the data's task picks it, into cfg and choices."""
     from hydra.utils import instantiate
 
     from src.module import ExperimentModule
@@ -26,11 +37,36 @@ def build(cfg: DictConfig, choices: dict[str, str]):
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     spec = datamodule.spec  # the data decides every dimension of the model
-    check_loaded_data(choices, spec.input_kind, spec.task)  # the user's file may decide the task
+    if cfg.get("loss") is None:
+        use_task_loss(cfg, choices, spec.task)
+    check_loaded_data(choices, spec.input_kind, spec.task, changed)  # the user's file may decide the task
     net = instantiate(cfg.model)(**spec.model_dims())
     optimizer = instantiate(cfg.optimizer)
     scheduler = instantiate(cfg.scheduler) if cfg.scheduler else None
     return datamodule, ExperimentModule(net, instantiate(cfg.loss), optimizer, scheduler, spec, cfg.objective)
+
+
+def use_task_model(cfg: DictConfig, choices: dict[str, str], overrides: list[str]) -> None:
+    """The task's model (validate.TASK_MODEL: gpt for language models, vae for
+    reconstruction) where the default mlp cannot serve the data and the user
+    picked nothing about the model; a model the user picked is checked as it is."""
+    kind, task = data_facts(choices.get("data"), cfg.data) if choices.get("data") in DATA else (None, None)
+    picked = any(o.lstrip("+~").startswith("model") for o in overrides) or choices.get("experiment") or choices.get("sweep")
+    if task not in TASK_MODEL or picked:
+        return
+    name = TASK_MODEL[task]
+    with open_dict(cfg):
+        cfg.model = OmegaConf.load(PROJECT_ROOT / "conf" / "model" / f"{name}.yaml")
+    choices["model"] = name
+
+
+def use_task_loss(cfg: DictConfig, choices: dict[str, str], task: str) -> None:
+    """The task's loss (validate.TASK_LOSS), as if the user had typed loss=<name>:
+    recorded as the `loss` param, so sweeps and the UI compare it like a chosen one."""
+    name = TASK_LOSS[task]
+    with open_dict(cfg):
+        cfg.loss = OmegaConf.load(PROJECT_ROOT / "conf" / "loss" / f"{name}.yaml")
+    choices["loss"] = name
 
 
 def sweep_safe_strategy(cfg: DictConfig) -> None:
@@ -52,7 +88,11 @@ def train(cfg: DictConfig) -> float | None:
     """Train, test on the best checkpoint, record; return the best objective value."""
     hydra_cfg = HydraConfig.get()
     choices, overrides = dict(hydra_cfg.runtime.choices), list(hydra_cfg.overrides.task)
-    validate(cfg, choices)
+    use_task_model(cfg, choices, overrides)
+    validate(cfg, choices, overrides)
+    # time/first_step_s: from the command's start for one run, from the job's in a sweep
+    # (a sweep's jobs follow one another in one process; the first one pays the imports).
+    job_started = STARTED if hydra_cfg.mode == RunMode.RUN else time.time()
 
     # Heavy imports after validation: `--help` and a bad config answer at once.
     import pytorch_lightning as pl
@@ -63,21 +103,21 @@ def train(cfg: DictConfig) -> float | None:
     from src.callbacks import StepTimer
     from src.module import objective_of
 
+    console.quiet_libraries()
     if cfg.logger:
         tracking.check_reachable(cfg.logger.tracking_uri)  # before any work
+    sweep_safe_strategy(cfg)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    recovery.stop_on_sigterm()
+
+    datamodule, module = build(cfg, choices, changed_groups(overrides))
     # Sweeps (src/sweep.py): a job whose config already has a FINISHED run is not
     # trained again, so an interrupted sweep, run again, does only the rest.
     if cfg.logger and cfg.skip_finished and hydra_cfg.mode == RunMode.MULTIRUN:
         recorded = sweep.reuse_finished(cfg)
         if recorded is not None:
             return recorded
-    sweep_safe_strategy(cfg)
-
     console.print_config(cfg, choices)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    recovery.stop_on_sigterm()
-
-    datamodule, module = build(cfg, choices)
     spec, num_params = datamodule.spec, sum(p.numel() for p in module.net.parameters())
     objective, mode = objective_of(cfg.objective, spec.task)
 
@@ -94,7 +134,7 @@ def train(cfg: DictConfig) -> float | None:
         logger = instantiate(cfg.logger, run_id=run.id, recorded_steps=run.recorded_steps) if cfg.logger else False
         console.print_start(choices, num_params, run.id)
         checkpoint, callbacks = recovery.checkpoints(run.checkpoint_dir, objective, mode, cfg.checkpoint_every_n_steps)
-        timer = StepTimer()
+        timer = StepTimer(started=job_started)
         callbacks += [timer, *(instantiate(c) for c in (cfg.callbacks or {}).values())]
         trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
 
@@ -115,7 +155,7 @@ def train(cfg: DictConfig) -> float | None:
                 run.client, run.id, cfg, overrides, best_path, objective, confusion, spec.class_names
             )
             if cfg.log_model and best_path:
-                log_best_model(cfg.logger.tracking_uri, run.client, run.id, module, best_path, datamodule)
+                log_best_model(run.client, run.id, module, best_path, datamodule, cfg)
     console.print_summary(results, objective, best, timings, run.id, cfg)
     return best
 
@@ -135,18 +175,30 @@ def best_score(checkpoint, best_path: str | None, fallback) -> float:
     return float(fallback)
 
 
-def log_best_model(tracking_uri: str, client, run_id: str, module, best_path: str, datamodule) -> None:
+def log_best_model(client, run_id: str, module, best_path: str, datamodule, cfg: DictConfig) -> None:
     """Log the best checkpoint's network as an MLflow model, with a few test inputs
     as its input example. The weights are loaded here because after ddp_spawn this
-    process holds the last epoch's, not the best. Its cost is logged as time/log_model_s."""
+    process holds the last epoch's, not the best. Its cost is logged as time/log_model_s.
+    A model that cannot be logged leaves the trained run as it is: a warning, and the
+    reason in the tag triad.log_model_error."""
     import torch
 
-    from src import tracking
+    from src import logged_model, tracking
 
     module.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"])
     inputs = datamodule.splits["test"][0][:5].cpu().numpy()
+    description = logged_model.describe(
+        OmegaConf.to_container(cfg.model, resolve=True), datamodule.spec, datamodule,
+        OmegaConf.to_container(cfg.loss, resolve=True),
+    )
     started = time.perf_counter()
-    tracking.log_model(tracking_uri, run_id, module.net, inputs)
+    try:
+        tracking.log_model(client, run_id, module.net, description, inputs)
+    except Exception as error:  # the run trained and tested: keep it FINISHED
+        reason = f"{type(error).__name__}: {error}".splitlines()[0][:500]
+        client.set_tag(run_id, "triad.log_model_error", reason)
+        print(f"WARNING: the MLflow model was not logged ({reason}); the checkpoint is in the run.", file=sys.stderr)
+        return
     tracking.log_metrics(client, run_id, {"time/log_model_s": time.perf_counter() - started}, step=0)
 
 
@@ -159,6 +211,14 @@ def main(cfg: DictConfig) -> float | None:
             raise  # the sweep records this job as failed and goes on
         print(error, file=sys.stderr)
         sys.exit(2)
+    except Exception as error:
+        from src.recovery import Diverged  # imported by train() if it raised one
+
+        if not isinstance(error, Diverged) or HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        # The run is FAILED with the traceback in its error.txt; the message says what to try.
+        print(error, file=sys.stderr)
+        sys.exit(1)
 
 
 def print_help(conf_dir) -> None:

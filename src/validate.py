@@ -50,6 +50,17 @@ LOSSES = {
     "focal": {"multiclass", "binary", "language_model"},
     "elbo": {"reconstruction"},
 }
+# The loss each task trains with when the config picks none (conf/train.yaml: loss: null).
+TASK_LOSS = {
+    "multiclass": "cross_entropy",
+    "binary": "bce",
+    "regression": "mse",
+    "language_model": "cross_entropy",
+    "reconstruction": "elbo",
+}
+# The model for the tasks the default model (mlp) cannot serve, used when the
+# user picks no model (no model=, model.*=, experiment= or sweep=).
+TASK_MODEL = {"language_model": "gpt", "reconstruction": "vae"}
 # Optimizers that re-evaluate the loss several times per step (a closure) and so
 # need the same objective every time: the whole training split in one batch.
 FULL_BATCH_OPTIMIZERS = {"torch.optim.LBFGS"}
@@ -80,37 +91,51 @@ def data_facts(data: str | None, data_cfg=None) -> tuple[str | None, str | None]
     return kind, task
 
 
-def compatibility_problems(data: str | None, model: str | None, loss: str | None, data_cfg=None) -> list[str]:
+def compatibility_problems(choices: dict[str, str], data_cfg=None, changed: set[str] = frozenset()) -> list[str]:
     """Whether the chosen data, model and loss can work together (options unknown
-    to the table, e.g. a user's own, are not judged; nor is what only the file knows)."""
-    problems = []
+    to the table, e.g. a user's own, are not judged; nor is what only the file knows).
+    `changed`: the groups the user picked on the command line, so that a refusal
+    lists alternatives for what they changed."""
+    data = choices.get("data")
     if data not in DATA:
-        return problems
+        return []
     kind, task = data_facts(data, data_cfg)
-    return problems if task is None else _judge(data, kind, task, model, loss)
+    return [] if task is None else _judge(choices, kind, task, changed)
 
 
-def check_loaded_data(choices: dict[str, str], input_kind: str, task: str) -> None:
+def check_loaded_data(choices: dict[str, str], input_kind: str, task: str, changed: set[str] = frozenset()) -> None:
     """After loading, before any run: the data's real kind and task against the model and loss
     (for the user's data, where the file decides them)."""
-    problems = _judge(choices.get("data"), input_kind, task, choices.get("model"), choices.get("loss"))
+    problems = _judge(choices, input_kind, task, changed)
     if problems:
         raise ConfigError(problems)
 
 
-def _judge(data, kind: str, task: str, model: str | None, loss: str | None) -> list[str]:
+def _data_reading(model: str) -> str:
+    inputs, tasks = MODELS[model]
+    return _options_for(DATA, lambda facts: facts[0] in inputs and facts[1] in tasks)
+
+
+def _judge(choices: dict[str, str], kind: str, task: str, changed: set[str]) -> list[str]:
+    data, model, loss = choices.get("data"), choices.get("model"), choices.get("loss")
     problems = []
     if model in MODELS:
         inputs, tasks = MODELS[model]
         if kind not in inputs or task not in tasks:
-            problems.append(
-                f"model={model} cannot read data={data} ({kind} inputs, {task} task). "
-                f"Models that can: {_options_for(MODELS, lambda m: kind in m[0] and task in m[1])}."
-            )
+            models = f"Models that read data={data}: {_options_for(MODELS, lambda m: kind in m[0] and task in m[1])}."
+            readable = f"Data that model={model} reads: {_data_reading(model)} (or your own: data=csv, data=hf)."
+            if "model" in changed and "data" not in changed:
+                advice = readable  # the user picked the model: which data would work with it
+            elif "data" in changed and "model" not in changed:
+                advice = models
+            else:
+                advice = f"{models} {readable}"
+            problems.append(f"model={model} cannot read data={data} ({kind} inputs, {task} task). {advice}")
     if loss in LOSSES and task not in LOSSES[loss]:
         problems.append(
             f"loss={loss} does not fit the {task} task of data={data}. "
-            f"Losses that do: {_options_for(LOSSES, lambda tasks: task in tasks)}."
+            f"Losses that do: {_options_for(LOSSES, lambda tasks: task in tasks)} "
+            f"(with no loss= the task picks {TASK_LOSS[task]})."
         )
     return problems
 
@@ -230,11 +255,16 @@ def scale_problems(cfg: DictConfig) -> list[str]:
     return problems
 
 
-def validate(cfg: DictConfig, choices: dict[str, str]) -> None:
+def changed_groups(overrides: list[str]) -> set[str]:
+    """The config groups picked on the command line (`model=cnn`, `+loss=mse`)."""
+    return {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o}
+
+
+def validate(cfg: DictConfig, choices: dict[str, str], overrides: list[str] = ()) -> None:
     """Raise ConfigError listing every problem of the config, or return None."""
     problems = target_problems(cfg)
     problems += value_problems(cfg) + scale_problems(cfg)
-    problems += compatibility_problems(choices.get("data"), choices.get("model"), choices.get("loss"), cfg.data)
+    problems += compatibility_problems(choices, cfg.data, changed_groups(overrides))
     if problems:
         raise ConfigError(problems)
 
@@ -245,7 +275,8 @@ OTHER_CONFIG_FLAGS = ("-cn", "--config-name", "-cp", "--config-path", "-cd", "--
 
 def override_problems(args: list[str], conf_dir: Path, config_name: str = "train") -> list[str]:
     """Options and keys of command-line overrides that do not exist, all of them
-    (Hydra itself stops at the first), each with the close matches."""
+    (Hydra itself stops at the first), each with the close matches. A `+key` must
+    be new, and under a built object (trainer, model, ...) an argument it takes."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -257,14 +288,14 @@ def override_problems(args: list[str], conf_dir: Path, config_name: str = "train
         )
     except Exception:
         return []  # a syntax error: Hydra's own message says where
-    problems, composable, keys = [], [], []
+    problems, composable, keys, added = [], [], [], []
     for override in overrides:
         key = override.key_or_group
-        if key.startswith("hydra") or override.is_delete():
+        if key.startswith("hydra") or override.is_delete() or override.is_force_add():
             composable.append(override.input_line)
             continue
         group = conf_dir / key
-        if group.is_dir() and not override.is_add():
+        if group.is_dir():
             options = sorted(f.stem for f in group.glob("*.yaml"))
             try:
                 values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
@@ -274,10 +305,9 @@ def override_problems(args: list[str], conf_dir: Path, config_name: str = "train
             for value in wrong:
                 problems.append(f"{key}={value}: no such option in conf/{key}/; {_one_of(value, options)}")
             if not wrong and values:
-                composable.append(f"{key}={values[0]}")
+                composable.append(f"{'+' if override.is_add() else ''}{key}={values[0]}")
         elif override.is_add():
-            if not override.is_sweep_override():
-                composable.append(override.input_line)
+            added.append(key)
         else:
             keys.append(key)
     try:
@@ -286,13 +316,56 @@ def override_problems(args: list[str], conf_dir: Path, config_name: str = "train
     except Exception:
         return problems  # Hydra reports what else is wrong
     for key in keys:
-        parent_key, _, name = key.rpartition(".")
-        parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
-        # keys(), not select() or `in`: both treat a present key whose value is
-        # still missing (`???`, like data=csv's path) as absent.
-        if not (isinstance(parent, DictConfig) and name in parent.keys()):
-            siblings = [f"{parent_key}.{k}" if parent_key else str(k) for k in parent] if isinstance(parent, DictConfig) else []
-            close = difflib.get_close_matches(key, siblings, n=1)
-            hint = f" Did you mean {close[0]}?" if close else ""
-            problems.append(f"{key}: no such key in the config.{hint} (To add a new key, write +{key}=...)")
+        problems += _key_problems(cfg, conf_dir, key, adding=False)
+    for key in added:
+        problems += _key_problems(cfg, conf_dir, key, adding=True)
     return problems
+
+
+def _key_problems(cfg: DictConfig, conf_dir: Path, key: str, adding: bool) -> list[str]:
+    """Why `key=` (or `+key=`) cannot be set in the composed config, if it cannot."""
+    parent_key, _, name = key.rpartition(".")
+    top = key.split(".")[0]
+    if "." in key and (conf_dir / top).is_dir() and cfg.get(top) is None:
+        having = [f.stem for f in sorted((conf_dir / top).glob("*.yaml")) if name in OmegaConf.load(f)]
+        example = f"{top}={having[0]} {key}=..." if having else f"{top}=<option> {key}=..."
+        return [f"{key}: no {top} is chosen (with {top}: null the data's task picks one); "
+                f"choose one to set its keys, e.g. {example}"]
+    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    # keys(), not select() or `in`: both treat a present key whose value is
+    # still missing (`???`, like data=csv's path) as absent.
+    exists = isinstance(parent, DictConfig) and name in parent.keys()
+    if adding and exists:
+        return [f"+{key}: {key} is already in the config; set it without the +: {key}=..."]
+    if adding:
+        accepted = _arguments_of(parent.get("_target_")) if isinstance(parent, DictConfig) else None
+        if accepted is None or name in accepted:
+            return []  # a key of the user's own, or an argument the built object takes
+        close = difflib.get_close_matches(name, accepted, n=1)
+        hint = f" Did you mean {parent_key}.{close[0]}?" if close else ""
+        return [f"+{key}: {parent.get('_target_')} takes no argument {name!r}.{hint}"]
+    if not exists:
+        siblings = [f"{parent_key}.{k}" if parent_key else str(k) for k in parent] if isinstance(parent, DictConfig) else []
+        close = difflib.get_close_matches(key, siblings, n=1)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        return [f"{key}: no such key in the config.{hint} (To add a new key, write +{key}=...)"]
+    return []
+
+
+def _arguments_of(target) -> list[str] | None:
+    """The keyword arguments a `_target_` takes, or None when it takes any (**kwargs)
+    or is not a class triad builds. Imports the target's module (Lightning: seconds),
+    so it is only read for a `+key` under it."""
+    import importlib
+    import inspect
+
+    if not isinstance(target, str) or not target.startswith(ALLOWED_TARGETS) or target.startswith(REFUSED_TARGETS):
+        return None  # refused (or not built) elsewhere, with its own message
+    module, _, name = target.rpartition(".")
+    try:
+        parameters = inspect.signature(getattr(importlib.import_module(module), name)).parameters.values()
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return [p.name for p in parameters]

@@ -17,7 +17,7 @@ from src.data.spec import TASKS, DataSpec
 from src.losses import BCE, ELBO, MAE, MSE, CrossEntropy, Focal, Huber
 from src.module import DEFAULT_OBJECTIVE, ExperimentModule, metric_names, objective_of
 from src.train import train
-from src.validate import DATA, LOSSES, MODELS, ConfigError, validate
+from src.validate import DATA, LOSSES, MODELS, TASK_LOSS, ConfigError, validate
 from tests.conftest import compose_config, config_options, run_train, store_uri
 
 LN2, LN3, LN4 = math.log(2), math.log(3), math.log(4)
@@ -127,13 +127,15 @@ def test_validate_refuses_a_loss_exactly_where_it_does_not_fit(loss, mlruns):
         with pytest.raises(ConfigError) as caught:
             validate(cfg, choices)
         fitting = ", ".join(sorted(name for name, tasks in LOSSES.items() if task in tasks))
-        assert f"loss={loss} does not fit the {task} task of data={data}. Losses that do: {fitting}." in str(caught.value)
+        expected = f"loss={loss} does not fit the {task} task of data={data}. Losses that do: {fitting} "
+        assert f"{expected}(with no loss= the task picks {TASK_LOSS[task]})." in str(caught.value)
 
 
 def test_an_ill_fitting_loss_is_refused_on_the_command_line(mlruns):
     result = run_train(["data=diabetes", "loss=bce"], mlruns, check=False)
     assert result.returncode == 2
-    assert "loss=bce does not fit the regression task of data=diabetes. Losses that do: huber, mae, mse." in result.stderr
+    assert ("loss=bce does not fit the regression task of data=diabetes. Losses that do: huber, mae, mse "
+            "(with no loss= the task picks mse).") in result.stderr
     assert not (mlruns / "mlflow.db").exists()
 
 

@@ -186,9 +186,7 @@ class UserDataModule(TensorDataModule):
                 try:
                     values.append(float(value))
                 except ValueError:
-                    raise DataError(
-                        f"{self.source}, {where[row]}: {value!r} in feature column {name!r} is not a number"
-                    ) from None
+                    raise DataError(self._not_a_number(table, name, value, where[row], skip)) from None
             columns.append(values)
         if not columns:
             raise DataError(f"{self.source}: no feature columns; set data.feature_columns or data.text_column")
@@ -197,6 +195,31 @@ class UserDataModule(TensorDataModule):
         mean, std = train.mean(0), train.std(0).nan_to_num(1.0)
         inputs = (features - mean) / torch.where(std > 0, std, torch.ones_like(std))
         return inputs, {"input_kind": "features", "input_shape": (len(names),)}
+
+    def _not_a_number(self, table, name: str, value: str, where: str, skip: set) -> str:
+        """Why a feature column cannot be read, and what to set instead."""
+        numeric = [c for c in table if c not in skip and c != name and all(_is_number(v) for v in table[c])]
+        leave_out = f"data.feature_columns=[{','.join(numeric)}]" if numeric else "data.feature_columns=[...]"
+        if looks_like_text(table[name]):
+            return (f"{self.source}: column {name!r} holds text (e.g. {value!r}, {where}). Read it as text with "
+                    f"data.text_column={name}, or leave it out with {leave_out}.")
+        return (f"{self.source}, {where}: {value!r} in feature column {name!r} is not a number; feature columns "
+                f"must be numeric. Leave it out with {leave_out}.")
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def looks_like_text(values: list[str]) -> bool:
+    """Free text rather than labels: most values have several words, and most are distinct."""
+    sample = values[:1000]
+    wordy = sum(len(v.split()) >= 3 for v in sample)
+    return wordy >= len(sample) / 2 and len(set(sample)) >= len(sample) / 2
 
 
 class CsvDataModule(UserDataModule):
