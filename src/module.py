@@ -74,7 +74,9 @@ def task_metrics(spec: DataSpec) -> dict:
     """Name -> torchmetrics Metric, for what the task's predictions should be judged by."""
     if spec.task == "multiclass":
         return {
-            "acc": MulticlassAccuracy(spec.output_size),
+            # micro: the share of examples classified right (torchmetrics' default,
+            # macro, is the mean of per-class recalls: another number on unbalanced data)
+            "acc": MulticlassAccuracy(spec.output_size, average="micro"),
             "f1": MulticlassF1Score(spec.output_size, average="macro"),
         }
     if spec.task == "binary":

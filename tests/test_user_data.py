@@ -146,7 +146,7 @@ def test_user_data_trains_and_records_its_data_set(option, mlruns, user_data):
 
     if option not in user_data:
         pytest.skip("data=hf needs the datasets package (the hf extra)")
-    run_train([f"data={option}", *user_data[option], "model=transformer", "trainer.max_epochs=1", "callbacks=none"], mlruns)
+    run_train([f"data={option}", *user_data[option], "model=transformer", "trainer.max_epochs=1"], mlruns)
     client = MlflowClient(store_uri(mlruns))
     run = client.search_runs([client.get_experiment_by_name("triad").experiment_id])[0]
     assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics
@@ -170,10 +170,11 @@ def test_the_bilstm_experiment_takes_a_users_binary_csv_as_a_drop_in(tmp_path, m
     path = tmp_path / "reviews.csv"
     with path.open("w", newline="") as file:
         csv.writer(file).writerows([("text", "label"), *zip(texts, labels, strict=True)])
-    short = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "log_model=false", "callbacks=none"]
+    short = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2"]
     train(compose_config(["experiment=bilstm_binary", "data=csv", f"data.path={path}", "data.text_column=text", *short],
                          mlruns))
     client = MlflowClient(store_uri(mlruns))
     (run,) = client.search_runs([client.get_experiment_by_name("triad").experiment_id])
     assert run.info.status == "FINISHED" and run.data.params["data"] == "csv"
     assert run.data.tags["triad.task"] == "binary" and run.data.params["model.head_hidden_size"] == "64"
+    assert run.outputs.model_outputs and "triad.log_model_error" not in run.data.tags
