@@ -115,3 +115,46 @@ def test_multirun_records_one_run_per_job(mlruns):
         "transformer-cross_entropy-adam-s0", "transformer-cross_entropy-adam-s1",
     ]
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("data,task,loss", [("breast_cancer", "binary", "bce"), ("diabetes", "regression", "mse"),
+                                            ("digits", "multiclass", "cross_entropy")])
+def test_with_no_loss_the_task_picks_it_and_records_it_like_a_chosen_one(data, task, loss, mlruns):
+    result = run_train([f"data={data}", "trainer.max_epochs=1"], mlruns)
+    assert f"loss={loss}" in result.stdout  # in the title of the printed config
+    client, [run] = finished_runs(mlruns)
+    assert run.data.tags["triad.task"] == task and run.data.params["loss"] == loss
+    assert run.info.run_name == f"mlp-{loss}-adam-s0" and run.data.params["loss._target_"].startswith("src.losses.")
+
+
+@pytest.mark.slow
+def test_a_language_model_or_reconstruction_data_set_alone_gets_the_model_its_task_needs(mlruns):
+    run_train(["data=digits_images", "trainer.max_epochs=1"], mlruns)
+    _, [run] = finished_runs(mlruns)
+    assert (run.data.params["model"], run.data.params["loss"]) == ("vae", "elbo")
+    # a model the user picked (or configured) is checked as it is
+    result = run_train(["data=digits_images", "model.hidden_size=64"], mlruns, check=False)
+    assert result.returncode == 2 and "model=mlp cannot read data=digits_images" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_divergence_ends_with_its_one_line_message_and_the_traceback_in_the_run(mlruns):
+    result = run_train(["data=iris", "optimizer=sgd", "optimizer.lr=1e6", "trainer.max_epochs=2"], mlruns, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("Training diverged: the training loss became")
+    assert "Traceback" not in result.stderr
+    client, [run] = finished_runs(mlruns)
+    assert run.info.status == "FAILED"
+    assert "Traceback" in (Path(client.download_artifacts(run.info.run_id, "error.txt", str(mlruns)))).read_text()
+
+
+@pytest.mark.slow
+def test_time_to_first_step_counts_from_each_sweep_jobs_own_start(mlruns):
+    run_train(["-m", "data=iris", "seed=0,1,2", "trainer.max_epochs=1"], mlruns)
+    _, runs = finished_runs(mlruns)
+    jobs = sorted((r for r in runs if "triad.job_num" in r.data.tags), key=lambda r: int(r.data.tags["triad.job_num"]))
+    first, *later = [r.data.metrics["time/first_step_s"] for r in jobs]
+    # The first job pays the imports (seconds); later ones in the same process do not,
+    # and none counts the jobs before it.
+    assert all(seconds < first for seconds in later), (first, later)

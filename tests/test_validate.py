@@ -37,3 +37,31 @@ def test_user_data_is_judged_by_its_configured_task(mlruns):
     cfg = compose_config(["data=csv"], mlruns)
     with pytest.raises(ConfigError, match="data.path is required"):
         validate(cfg, {"data": "csv", "model": "mlp", "loss": "cross_entropy"})
+
+
+@pytest.mark.parametrize("args,message", [
+    # a misspelled +key under a built object: refused like a misspelled key, before any run
+    (["+trainer.max_epoch=2", "trainer.max_epochs=1"],
+     "+trainer.max_epoch: pytorch_lightning.Trainer takes no argument 'max_epoch'. Did you mean trainer.max_epochs?"),
+    (["+model.hiden_size=8"], "+model.hiden_size: src.models.mlp.MLP takes no argument 'hiden_size'"),
+    # a +key that exists already
+    (["+trainer.max_epochs=2"], "+trainer.max_epochs: trainer.max_epochs is already in the config; set it without the +"),
+    # a loss key with no loss chosen (the task picks it): which losses have the key
+    (["loss.beta=2"], "loss.beta: no loss is chosen (with loss: null the data's task picks one); "
+                      "choose one to set its keys, e.g. loss=elbo loss.beta=..."),
+])
+def test_a_bad_plus_key_is_refused_like_any_unknown_key(args, message, mlruns):
+    result = run_train(args, mlruns, check=False)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (mlruns / "mlflow.db").exists()  # no run, not even a FAILED one
+
+
+def test_a_plus_key_a_built_object_takes_is_accepted(mlruns):
+    from pathlib import Path
+
+    from src import PROJECT_ROOT
+    from src.validate import override_problems
+
+    conf = Path(PROJECT_ROOT) / "conf"
+    assert override_problems(["+trainer.limit_train_batches=2", "+db.password=x", "++trainer.max_epochs=3"], conf) == []
