@@ -73,7 +73,7 @@ def record(cfg: DictConfig, run_cfg: DictConfig, original, ckpt_path: str, resul
     import mlflow
     from mlflow import MlflowClient
 
-    from src import tracking
+    from src import redact, tracking
 
     # run_status flushes through the global client, whose default is ./mlflow.db.
     mlflow.set_tracking_uri(cfg.logger.tracking_uri)
@@ -94,7 +94,7 @@ def record(cfg: DictConfig, run_cfg: DictConfig, original, ckpt_path: str, resul
     run = tracking.start_run(run_cfg, choices, overrides, {}, tags, name=name)
     with tracking.run_status(run.client, run.id):
         tracking.log_metrics(run.client, run.id, results, step=0)
-        run.client.log_text(run.id, OmegaConf.to_yaml(run_cfg, resolve=True), "config.yaml")
+        run.client.log_text(run.id, redact.config_yaml(run_cfg), "config.yaml")
     print(f"Recorded as MLflow run {run.id} at {cfg.logger.tracking_uri}")
 
 
