@@ -19,8 +19,7 @@ from src.validate import ConfigError, check_loaded_data, override_problems, vali
 
 def build(cfg: DictConfig, choices: dict[str, str]):
     """The data module (set up) and the LightningModule sized by its DataSpec."""
-    from hydra.utils import instantiate
-
+    from src.gate import instantiate
     from src.module import ExperimentModule
 
     datamodule = instantiate(cfg.data)
@@ -57,10 +56,10 @@ def train(cfg: DictConfig) -> float | None:
     # Heavy imports after validation: `--help` and a bad config answer at once.
     import pytorch_lightning as pl
     import torch
-    from hydra.utils import instantiate
 
     from src import console, recovery, sweep, tracking
     from src.callbacks import StepTimer
+    from src.gate import instantiate
     from src.module import objective_of
 
     if cfg.logger:

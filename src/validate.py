@@ -1,12 +1,14 @@
 """Checks of a composed config before any work: every problem at once, each
-naming the key, the value and what would work. Imports nothing heavy, so a bad
-command fails in a second.
+naming the key, the value and what would work. Imports nothing heavy itself; the
+gate (src/gate.py) imports the modules the config's targets name.
 """
 
 import difflib
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from src.gate import target_problems
 
 # What each data option gives: (input kind, task). None: known only from the
 # config or the file (the user's data); judged from data.task and data.text_column
@@ -115,12 +117,6 @@ def _judge(data, kind: str, task: str, model: str | None, loss: str | None) -> l
     return problems
 
 
-# Where an instantiated class may come from: the project and the libraries it
-# builds on. Anything else (os.system, subprocess.Popen, ...) could run commands
-# written into a config.
-ALLOWED_TARGETS = ("src.", "torch.", "lightning.", "pytorch_lightning.", "torchmetrics.")
-# Inside those, the ones that load or compile code.
-REFUSED_TARGETS = ("torch.hub.", "torch.load", "torch.jit.load", "torch.package.", "torch.utils.cpp_extension.")
 # Names the models accept for `activation` (src/models/inputs.py ACTIVATIONS; a test keeps them equal).
 ACTIVATIONS = ("gelu", "relu", "sigmoid", "tanh")
 POOLINGS = ("first", "mean")
@@ -142,30 +138,6 @@ def _one_of(value, options) -> str:
     close = difflib.get_close_matches(str(value), [str(o) for o in options], n=1)
     hint = f" Did you mean {close[0]}?" if close else ""
     return f"use one of {', '.join(str(o) for o in options)}.{hint}"
-
-
-def target_problems(cfg: DictConfig) -> list[str]:
-    """Every _target_ in the config, nested too, must come from an allowed package."""
-    problems = []
-
-    def walk(prefix: str, node) -> None:
-        if isinstance(node, dict):
-            target = node.get("_target_")
-            if target is not None:
-                name = str(target)
-                if not name.startswith(ALLOWED_TARGETS) or name.startswith(REFUSED_TARGETS):
-                    problems.append(
-                        f"{prefix + '.' if prefix else ''}_target_={name!r}: triad builds only classes from "
-                        f"{', '.join(p + '*' for p in ALLOWED_TARGETS)} (and no code loaders)."
-                    )
-            for key, value in node.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), value)
-        elif isinstance(node, list):
-            for index, value in enumerate(node):
-                walk(f"{prefix}[{index}]", value)
-
-    walk("", OmegaConf.to_container(cfg, resolve=False))
-    return problems
 
 
 def value_problems(cfg: DictConfig) -> list[str]:
@@ -232,7 +204,7 @@ def scale_problems(cfg: DictConfig) -> list[str]:
 
 def validate(cfg: DictConfig, choices: dict[str, str]) -> None:
     """Raise ConfigError listing every problem of the config, or return None."""
-    problems = target_problems(cfg)
+    problems = target_problems(cfg)  # the gate: what each _target_ resolves to
     problems += value_problems(cfg) + scale_problems(cfg)
     problems += compatibility_problems(choices.get("data"), choices.get("model"), choices.get("loss"), cfg.data)
     if problems:
@@ -245,7 +217,8 @@ OTHER_CONFIG_FLAGS = ("-cn", "--config-name", "-cp", "--config-path", "-cd", "--
 
 def override_problems(args: list[str], conf_dir: Path, config_name: str = "train") -> list[str]:
     """Options and keys of command-line overrides that do not exist, all of them
-    (Hydra itself stops at the first), each with the close matches."""
+    (Hydra itself stops at the first), each with the close matches; and Hydra's
+    callbacks refused by the gate (Hydra builds them before any job starts)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -282,7 +255,7 @@ def override_problems(args: list[str], conf_dir: Path, config_name: str = "train
             keys.append(key)
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            cfg = compose(config_name, overrides=composable)
+            cfg = compose(config_name, overrides=composable, return_hydra_config=True)
     except Exception:
         return problems  # Hydra reports what else is wrong
     for key in keys:
@@ -295,4 +268,4 @@ def override_problems(args: list[str], conf_dir: Path, config_name: str = "train
             close = difflib.get_close_matches(key, siblings, n=1)
             hint = f" Did you mean {close[0]}?" if close else ""
             problems.append(f"{key}: no such key in the config.{hint} (To add a new key, write +{key}=...)")
-    return problems
+    return problems + target_problems(cfg.hydra.get("callbacks") or {}, "hydra.callbacks")
