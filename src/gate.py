@@ -95,7 +95,6 @@ def resolve(target: str):
     return obj
 
 
-
 def _base(dotted: str) -> type:
     """A class of ALLOWED (its module is already imported when it is asked for)."""
     module, _, name = dotted.rpartition(".")
