@@ -26,9 +26,9 @@ def main() -> None:
     import keras
     import torch
     from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
 
     from src import PROJECT_ROOT
+    from src.gate import instantiate
 
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=sentiment_bow", *args.overrides])

@@ -16,9 +16,9 @@ import time
 
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 
 from src import PROJECT_ROOT
+from src.gate import instantiate
 
 
 def main() -> None:

@@ -15,11 +15,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from src.validate import ConfigError
+from src import PROJECT_ROOT, gate
+from src.validate import ConfigError, override_problems
 
 
 def recorded(cfg: DictConfig, folder: str):
-    """(the run's config, its checkpoint path, the original MLflow run or None)."""
+    """(the run's config, its checkpoint path, the original MLflow run or None).
+    The config is read back from a store or a folder someone else may have
+    written: it passes the gate before anything is built from it."""
     if cfg.run_id:
         from mlflow import MlflowClient
 
@@ -28,6 +31,7 @@ def recorded(cfg: DictConfig, folder: str):
         client = MlflowClient(cfg.logger.tracking_uri)
         original = client.get_run(cfg.run_id)
         run_cfg = OmegaConf.load(client.download_artifacts(cfg.run_id, "config.yaml", folder))
+        gate.check_recorded(run_cfg, f"runs:/{cfg.run_id}/config.yaml")
         ckpt_path = cfg.ckpt_path or client.download_artifacts(cfg.run_id, "checkpoints/best.ckpt", folder)
         return run_cfg, ckpt_path, original
     if not cfg.ckpt_path:
@@ -35,7 +39,9 @@ def recorded(cfg: DictConfig, folder: str):
     config_file = Path(cfg.ckpt_path).resolve().parent.parent / ".hydra" / "config.yaml"
     if not config_file.exists():
         raise ConfigError([f"ckpt_path={cfg.ckpt_path}: no {config_file} with the run's config; use run_id=."])
-    return OmegaConf.load(config_file), cfg.ckpt_path, None
+    run_cfg = OmegaConf.load(config_file)
+    gate.check_recorded(run_cfg, str(config_file))
+    return run_cfg, cfg.ckpt_path, None
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -45,7 +51,6 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.logger:
         tracking.check_reachable(cfg.logger.tracking_uri)
     import pytorch_lightning as pl
-    from hydra.utils import instantiate
 
     from src.train import build
 
@@ -56,7 +61,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         pl.seed_everything(run_cfg.seed, workers=True, verbose=False)
         datamodule, module = build(run_cfg, {})
         # One device, so that every test example counts once (DDP pads its shards).
-        trainer = instantiate(
+        trainer = gate.instantiate(
             run_cfg.trainer, accelerator=cfg.accelerator, devices=1, num_nodes=1, strategy="auto",
             logger=False, callbacks=[], enable_checkpointing=False, enable_progress_bar=False,
         )
@@ -73,7 +78,7 @@ def record(cfg: DictConfig, run_cfg: DictConfig, original, ckpt_path: str, resul
     import mlflow
     from mlflow import MlflowClient
 
-    from src import tracking
+    from src import redact, tracking
 
     # run_status flushes through the global client, whose default is ./mlflow.db.
     mlflow.set_tracking_uri(cfg.logger.tracking_uri)
@@ -94,7 +99,7 @@ def record(cfg: DictConfig, run_cfg: DictConfig, original, ckpt_path: str, resul
     run = tracking.start_run(run_cfg, choices, overrides, {}, tags, name=name)
     with tracking.run_status(run.client, run.id):
         tracking.log_metrics(run.client, run.id, results, step=0)
-        run.client.log_text(run.id, OmegaConf.to_yaml(run_cfg, resolve=True), "config.yaml")
+        run.client.log_text(run.id, redact.config_yaml(run_cfg), "config.yaml")
     print(f"Recorded as MLflow run {run.id} at {cfg.logger.tracking_uri}")
 
 
@@ -108,4 +113,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    # Misspelled options and keys, all at once, and Hydra's callbacks through the gate.
+    if problems := override_problems(sys.argv[1:], PROJECT_ROOT / "conf", config_name="eval"):
+        print(ConfigError(problems), file=sys.stderr)
+        sys.exit(2)
     main()

@@ -16,7 +16,6 @@ target's units (regression); the most likely next token id after each sequence
 and its probability (language model); the reconstruction, flattened (VAE).
 """
 
-import importlib
 import json
 import warnings
 from pathlib import Path
@@ -50,13 +49,16 @@ def describe(model_cfg: dict, spec, datamodule, loss_cfg: dict) -> dict:
 
 def build_network(description: dict) -> torch.nn.Module:
     """The network class named in the description, built with its arguments.
-    Only triad's own architectures (src.models) are built."""
+    Only triad's own architectures (src.models.*) are built: the description may
+    come from a store that others write to (src/gate.py judges what it names)."""
+    from src import gate
+
     target = description["target"]
-    if not target.startswith("src.models."):
-        raise ValueError(f"the logged model names {target!r}; only src.models.* networks are rebuilt")
-    module, _, name = target.rpartition(".")
+    network = gate.resolve(target) if target.startswith("src.models.") else None
+    if not gate.is_allowed(network):
+        raise ValueError(f"the logged model names {target!r}; only triad's architectures (src.models.*) are rebuilt")
     arguments = dict(description["arguments"], input_shape=tuple(description["arguments"]["input_shape"]))
-    return getattr(importlib.import_module(module), name)(**arguments)
+    return network(**arguments)
 
 
 @torch.no_grad()

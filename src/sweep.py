@@ -36,7 +36,7 @@ def reuse_finished(cfg: DictConfig) -> float | None:
     objective; else None. The earlier sweep keeps its own record untouched."""
     from mlflow.entities import Metric, Param
 
-    from src import tracking
+    from src import redact, tracking
 
     client = tracking.client_for(cfg.logger.tracking_uri)
     experiment = client.get_experiment_by_name(cfg.experiment_name)
@@ -50,11 +50,12 @@ def reuse_finished(cfg: DictConfig) -> float | None:
         return None
     twin = originals[0]
     kept = {k: v for k, v in twin.data.tags.items() if not k.startswith(("mlflow.", "triad.sweep_id", "triad.job_num"))}
+    kept = redact.entries(kept)  # a twin recorded before redaction knew every secret key
     run = client.create_run(
         experiment.experiment_id, run_name=twin.info.run_name,
         tags={**kept, **tags, "triad.reused_from": twin.info.run_id, "mlflow.source.name": "src.train"},
     )
-    params = [Param(k, v) for k, v in twin.data.params.items()]
+    params = [Param(k, v) for k, v in redact.entries(twin.data.params).items()]
     for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
         client.log_batch(run.info.run_id, params=params[start : start + 100])
     metrics = [Metric(k, v, run.info.start_time, 0) for k, v in twin.data.metrics.items()]
@@ -77,7 +78,7 @@ class SweepCallback(Callback):
             return  # logger=none: nothing is recorded, so no parent either
         from mlflow.entities import Param
 
-        from src import tracking
+        from src import redact, tracking
 
         self.tracking_uri = config.logger.tracking_uri
         client = tracking.client_for(self.tracking_uri)
@@ -86,10 +87,10 @@ class SweepCallback(Callback):
         choices = config.hydra.runtime.choices
         name = choices.get("sweep") or "multirun"
         sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
-        overrides = " ".join(config.hydra.overrides.task)
+        overrides = " ".join(redact.overrides(config.hydra.overrides.task))
         tags = {"triad.sweep": "parent", "triad.sweep_dir": sweep_dir, "triad.overrides": overrides,
                 "mlflow.source.name": "src.train", **tracking.git_tags()}
-        run = client.create_run(exp_id, run_name=f"sweep-{name}", tags=tags)
+        run = client.create_run(exp_id, run_name=f"sweep-{name}", tags=redact.entries(tags))
         self.parent_id = run.info.run_id
         client.set_tag(self.parent_id, "triad.sweep_id", self.parent_id)
         # What varies, what is tuned, and how: the report reads these back.
@@ -103,7 +104,7 @@ class SweepCallback(Callback):
             if key in space or "," in value or "(" in value:
                 space[key] = value
         params.update({f"search.{key}": value for key, value in space.items()})
-        client.log_batch(self.parent_id, params=[Param(k, str(v)) for k, v in params.items()])
+        client.log_batch(self.parent_id, params=[Param(k, v) for k, v in redact.entries(params).items()])
         os.environ[PARENT_ENV] = self.parent_id
         atexit.register(self._end, "FAILED", sweep_dir)  # a job raised or Ctrl-C: the report still gets written
         print(f"Sweep parent run {self.parent_id} (experiment '{config.experiment_name}')")

@@ -8,7 +8,6 @@ the run ends with the right status whatever happens.
 import hashlib
 import json
 import os
-import re
 import signal
 import sqlite3
 import subprocess
@@ -25,7 +24,7 @@ from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, InputTag, Metric, Param
 from omegaconf import DictConfig, OmegaConf
 
-from src import PROJECT_ROOT
+from src import PROJECT_ROOT, redact
 
 try:
     import fcntl
@@ -36,8 +35,6 @@ except ImportError:  # Windows: no file locks; create the store before parallel 
 CHOICE_GROUPS = ("data", "model", "loss", "optimizer", "scheduler", "trainer", "experiment", "sweep")
 # Config sections that say where things go, not what was trained.
 NOT_PARAMS = ("paths", "logger", "callbacks", "hydra")
-# A key or environment name that looks like a credential is never recorded.
-SECRET = re.compile(r"(^|[._/-])(TOKEN|PASSWORD|PASSWD|SECRET|API_?KEY|KEY|CREDENTIALS?)($|[._/-])", re.I)
 
 
 # Keys that say how a run is saved or restarted, not what it trains: a resumed
@@ -46,16 +43,6 @@ SECRET = re.compile(r"(^|[._/-])(TOKEN|PASSWORD|PASSWD|SECRET|API_?KEY|KEY|CREDE
 # trains: runs differing only in these share a config hash.
 NOT_TRAINING = ("ckpt_path", "checkpoint_every_n_steps", "compare", "skip_finished", "experiment_name", "log_model")
 CONFIG_HASH_TAG, CHECKPOINT_DIR_TAG = "triad.config_hash", "triad.checkpoint_dir"
-
-
-def is_secret(name: str) -> bool:
-    return bool(SECRET.search(name))
-
-
-def holds_secret(value: str) -> bool:
-    """Whether a value contains the value of a secret-looking environment variable
-    (a config may read one, e.g. `+api=${oc.env:MY_TOKEN}`, under a plain key)."""
-    return any(v in value for k, v in os.environ.items() if is_secret(k) and len(v) >= 4)
 
 
 @contextmanager
@@ -124,25 +111,7 @@ def flat_params(cfg: DictConfig) -> dict[str, str]:
             params[prefix] = str(value)
 
     walk("", {k: v for k, v in resolved.items() if k not in NOT_PARAMS})
-    return {k: v for k, v in params.items() if not is_secret(k) and not holds_secret(v)}
-
-
-def redacted_yaml(cfg: DictConfig) -> str:
-    """The resolved config as YAML, secret-looking values replaced by ***."""
-    def scrub(value):
-        if isinstance(value, dict):
-            return {k: "***" if is_secret(str(k)) else scrub(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [scrub(v) for v in value]
-        return "***" if isinstance(value, str) and holds_secret(value) else value
-
-    return OmegaConf.to_yaml(scrub(OmegaConf.to_container(cfg, resolve=True)))
-
-
-def public_overrides(overrides: list[str]) -> list[str]:
-    """The overrides without secret-looking keys or values (reading Hydra's list
-    resolves `${oc.env:...}`, so an override may hold an environment value)."""
-    return [o for o in overrides if not is_secret(o.split("=")[0]) and not holds_secret(o)]
+    return redact.entries(params)
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -249,17 +218,17 @@ def start_run(
     tags = {
         "mlflow.source.name": "src.train",
         "mlflow.source.type": "LOCAL",
-        "triad.overrides": " ".join(public_overrides(overrides)),
+        "triad.overrides": " ".join(redact.overrides(overrides)),
         CONFIG_HASH_TAG: config_hash(cfg),
         CHECKPOINT_DIR_TAG: str(Path(checkpoint_dir).resolve()),
         **git_tags(),
         **extra_tags,
     }
-    run = client.create_run(exp_id, tags=tags, run_name=name or run_name(choices, cfg.seed))
+    run = client.create_run(exp_id, tags=redact.entries(tags), run_name=name or run_name(choices, cfg.seed))
     params = {g: str(choices[g]) for g in CHOICE_GROUPS if choices.get(g) is not None}
     params.update(flat_params(cfg))
-    params.update({k: str(v) for k, v in extra_params.items()})
-    entries = [Param(k, v) for k, v in params.items()]
+    params.update(extra_params)
+    entries = [Param(k, v) for k, v in redact.entries(params).items()]
     with run_status(client, run.info.run_id, finish=False):  # a failure here ends the run too
         for start in range(0, len(entries), 100):  # MLflow takes at most 100 params per batch
             client.log_batch(run.info.run_id, params=entries[start : start + 100])
@@ -357,8 +326,8 @@ def log_results(client, run_id, cfg, overrides, checkpoint_path, objective, conf
     """The artifacts a finished run keeps: config, overrides, best checkpoint, plots."""
     from src import plots  # matplotlib only when there is something to draw
 
-    client.log_text(run_id, redacted_yaml(cfg), "config.yaml")
-    client.log_text(run_id, "\n".join(public_overrides(overrides)) + "\n", "overrides.txt")
+    client.log_text(run_id, redact.config_yaml(cfg), "config.yaml")
+    client.log_text(run_id, "\n".join(redact.overrides(overrides)) + "\n", "overrides.txt")
     if checkpoint_path:
         client.log_artifact(run_id, checkpoint_path, "checkpoints")
     history = {

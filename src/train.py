@@ -30,8 +30,7 @@ from src.validate import (
 def build(cfg: DictConfig, choices: dict[str, str], changed: set[str] = frozenset()):
     """The data module (set up) and the LightningModule sized by its DataSpec.
     With no loss chosen (loss: null), the data's task picks it, into cfg and choices."""
-    from hydra.utils import instantiate
-
+    from src.gate import instantiate
     from src.module import ExperimentModule
 
     datamodule = instantiate(cfg.data)
@@ -97,10 +96,10 @@ def train(cfg: DictConfig) -> float | None:
     # Heavy imports after validation: `--help` and a bad config answer at once.
     import pytorch_lightning as pl
     import torch
-    from hydra.utils import instantiate
 
     from src import console, recovery, sweep, tracking
     from src.callbacks import StepTimer
+    from src.gate import instantiate
     from src.module import objective_of
 
     console.quiet_libraries()

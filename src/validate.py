@@ -1,12 +1,14 @@
 """Checks of a composed config before any work: every problem at once, each
-naming the key, the value and what would work. Imports nothing heavy, so a bad
-command fails in a second.
+naming the key, the value and what would work. Imports nothing heavy itself; the
+gate (src/gate.py) imports the modules the config's targets name.
 """
 
 import difflib
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from src.gate import target_problems
 
 # What each data option gives: (input kind, task). None: known only from the
 # config or the file (the user's data); judged from data.task and data.text_column
@@ -140,12 +142,6 @@ def _judge(choices: dict[str, str], kind: str, task: str, changed: set[str]) -> 
     return problems
 
 
-# Where an instantiated class may come from: the project and the libraries it
-# builds on. Anything else (os.system, subprocess.Popen, ...) could run commands
-# written into a config.
-ALLOWED_TARGETS = ("src.", "torch.", "lightning.", "pytorch_lightning.", "torchmetrics.")
-# Inside those, the ones that load or compile code.
-REFUSED_TARGETS = ("torch.hub.", "torch.load", "torch.jit.load", "torch.package.", "torch.utils.cpp_extension.")
 # Names the models accept for `activation` (src/models/inputs.py ACTIVATIONS; a test keeps them equal).
 ACTIVATIONS = ("gelu", "relu", "sigmoid", "tanh")
 POOLINGS = ("first", "mean")
@@ -167,30 +163,6 @@ def _one_of(value, options) -> str:
     close = difflib.get_close_matches(str(value), [str(o) for o in options], n=1)
     hint = f" Did you mean {close[0]}?" if close else ""
     return f"use one of {', '.join(str(o) for o in options)}.{hint}"
-
-
-def target_problems(cfg: DictConfig) -> list[str]:
-    """Every _target_ in the config, nested too, must come from an allowed package."""
-    problems = []
-
-    def walk(prefix: str, node) -> None:
-        if isinstance(node, dict):
-            target = node.get("_target_")
-            if target is not None:
-                name = str(target)
-                if not name.startswith(ALLOWED_TARGETS) or name.startswith(REFUSED_TARGETS):
-                    problems.append(
-                        f"{prefix + '.' if prefix else ''}_target_={name!r}: triad builds only classes from "
-                        f"{', '.join(p + '*' for p in ALLOWED_TARGETS)} (and no code loaders)."
-                    )
-            for key, value in node.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), value)
-        elif isinstance(node, list):
-            for index, value in enumerate(node):
-                walk(f"{prefix}[{index}]", value)
-
-    walk("", OmegaConf.to_container(cfg, resolve=False))
-    return problems
 
 
 def value_problems(cfg: DictConfig) -> list[str]:
@@ -262,7 +234,7 @@ def changed_groups(overrides: list[str]) -> set[str]:
 
 def validate(cfg: DictConfig, choices: dict[str, str], overrides: list[str] = ()) -> None:
     """Raise ConfigError listing every problem of the config, or return None."""
-    problems = target_problems(cfg)
+    problems = target_problems(cfg)  # the gate: what each _target_ resolves to
     problems += value_problems(cfg) + scale_problems(cfg)
     problems += compatibility_problems(choices, cfg.data, changed_groups(overrides))
     if problems:
@@ -276,7 +248,8 @@ OTHER_CONFIG_FLAGS = ("-cn", "--config-name", "-cp", "--config-path", "-cd", "--
 def override_problems(args: list[str], conf_dir: Path, config_name: str = "train") -> list[str]:
     """Options and keys of command-line overrides that do not exist, all of them
     (Hydra itself stops at the first), each with the close matches. A `+key` must
-    be new, and under a built object (trainer, model, ...) an argument it takes."""
+    be new, and under a built object (trainer, model, ...) an argument it takes.
+    And Hydra's callbacks through the gate (Hydra builds them before any job starts)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -312,14 +285,14 @@ def override_problems(args: list[str], conf_dir: Path, config_name: str = "train
             keys.append(key)
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            cfg = compose(config_name, overrides=composable)
+            cfg = compose(config_name, overrides=composable, return_hydra_config=True)
     except Exception:
         return problems  # Hydra reports what else is wrong
     for key in keys:
         problems += _key_problems(cfg, conf_dir, key, adding=False)
     for key in added:
         problems += _key_problems(cfg, conf_dir, key, adding=True)
-    return problems
+    return problems + target_problems(cfg.hydra.get("callbacks") or {}, "hydra.callbacks")
 
 
 def _key_problems(cfg: DictConfig, conf_dir: Path, key: str, adding: bool) -> list[str]:
@@ -354,18 +327,19 @@ def _key_problems(cfg: DictConfig, conf_dir: Path, key: str, adding: bool) -> li
 
 def _arguments_of(target) -> list[str] | None:
     """The keyword arguments a `_target_` takes, or None when it takes any (**kwargs)
-    or is not a class triad builds. Imports the target's module (Lightning: seconds),
-    so it is only read for a `+key` under it."""
-    import importlib
+    or is not a class the gate lets through (refused elsewhere, with its message).
+    Imports the target's module (Lightning: seconds), so only for a `+key` under it."""
     import inspect
 
-    if not isinstance(target, str) or not target.startswith(ALLOWED_TARGETS) or target.startswith(REFUSED_TARGETS):
-        return None  # refused (or not built) elsewhere, with its own message
-    module, _, name = target.rpartition(".")
+    from src.gate import Unresolved, is_allowed, resolve
+
     try:
-        parameters = inspect.signature(getattr(importlib.import_module(module), name)).parameters.values()
-    except (ImportError, AttributeError, TypeError, ValueError):
+        built = resolve(target) if isinstance(target, str) else None
+    except Unresolved:
         return None
+    if not is_allowed(built):
+        return None
+    parameters = inspect.signature(built).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
         return None
     return [p.name for p in parameters]

@@ -3,9 +3,10 @@
 import inspect
 
 import pytest
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from omegaconf import OmegaConf
 
+from src.gate import instantiate  # every shipped option builds through the gate
 from tests.conftest import CONF_DIR, compose_config, config_options
 
 # Groups whose options are instantiated from a _target_ (one object per option).
