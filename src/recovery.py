@@ -3,6 +3,7 @@ does not record a step twice, SIGTERM handled like Ctrl-C, and a stop with a
 message when the loss stops being a number.
 """
 
+import random
 import re
 import signal
 import threading
@@ -10,6 +11,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from mlflow.entities import Metric
@@ -172,9 +174,50 @@ class CheckpointOnStop(Callback):
         print(f"Stopped; checkpoint saved to {self.path}. Resume with ckpt_path=last.")
 
 
+class RandomState(Callback):
+    """Keeps the global random states (torch CPU and CUDA, numpy, Python) in each
+    checkpoint and restores them before the first step after a resume, so dropout
+    draws the same masks as in an uninterrupted run (Lightning 2.6 saves none of them).
+
+    Restored at that step, not when the checkpoint is loaded: nothing between a
+    checkpoint and the next step draws from them in an uninterrupted run, but a
+    resume does (its DataLoader iterator, for one).
+    """
+
+    def __init__(self):
+        self.to_restore: dict | None = None
+
+    def state_dict(self) -> dict:
+        name, keys, position, has_gauss, gauss = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            # CUDA's only if used: reading it would start CUDA in a CPU run
+            "torch.cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            # lists and ints, not an ndarray: checkpoints are read with weights_only=True
+            "numpy": [name, keys.tolist(), position, has_gauss, gauss],
+            "python": random.getstate(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.to_restore = state
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx: int) -> None:
+        if self.to_restore is None:
+            return
+        state, self.to_restore = self.to_restore, None
+        torch.set_rng_state(state["torch"])
+        if state["torch.cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["torch.cuda"])
+        name, keys, position, has_gauss, gauss = state["numpy"]
+        np.random.set_state((name, np.array(keys, dtype=np.uint32), position, has_gauss, gauss))
+        version, internal, gauss_next = state["python"]
+        random.setstate((version, tuple(internal), gauss_next))
+
+
 def checkpoints(dirpath: str, objective: str, mode: str, every_n_steps: int) -> tuple[ModelCheckpoint, list]:
     """The best checkpoint (by the objective, at each validation) and last.ckpt,
-    saved every `every_n_steps` training steps, after each validation, and on a stop.
+    saved every `every_n_steps` training steps, after each validation, and on a stop,
+    with the random state that resuming needs.
 
     Both write last.ckpt in place (no -v1 copies), also when a resumed run reuses the folder.
     """
@@ -184,7 +227,7 @@ def checkpoints(dirpath: str, objective: str, mode: str, every_n_steps: int) -> 
     latest = ModelCheckpoint(
         dirpath=dirpath, save_top_k=0, save_last=True, every_n_train_steps=every_n_steps, enable_version_counter=False
     )
-    return best, [best, latest, RecordBeforeCheckpoint(), CheckpointOnStop(dirpath), StopOnDivergence()]
+    return best, [best, latest, RecordBeforeCheckpoint(), RandomState(), CheckpointOnStop(dirpath), StopOnDivergence()]
 
 
 def stop_on_sigterm() -> None:

@@ -60,6 +60,22 @@ def wait_for_checkpoint(process: subprocess.Popen, mlruns: Path) -> Path:
             pass
 
 
+def histories(client: MlflowClient, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    """Every metric of the run: its (step, value) pairs in step order."""
+    keys = client.get_run(run_id).data.metrics
+    return {key: sorted((m.step, m.value) for m in client.get_metric_history(run_id, key)) for key in keys}
+
+
+def assert_same_histories(resumed: dict, plain: dict) -> None:
+    """Every key, every step and every value equal; wall-clock times (time/*) at the same steps."""
+    assert set(resumed) == set(plain)
+    for key, pairs in plain.items():
+        if key.startswith("time/"):
+            assert [s for s, _ in resumed[key]] == [s for s, _ in pairs], key
+        else:
+            assert resumed[key] == pairs, key
+
+
 # ---------------------------------------------------------------- resume
 
 
@@ -113,6 +129,9 @@ def test_kill_9_mid_epoch_then_ckpt_path_last_resumes_the_same_run(tmp_path):
         else:  # every step once: none lost between the checkpoint and the kill, none twice
             assert resumed == plain_steps, key
     assert steps(client, killed.info.run_id, "train/loss") == expected
+    # and the same values: the checkpoint holds the random state that dropout draws from
+    resumed, plain_values = histories(client, killed.info.run_id), histories(plain_client, reference.info.run_id)
+    assert_same_histories(*({k: v for k, v in h.items() if k != "epoch"} for h in (resumed, plain_values)))
 
 
 def test_ckpt_path_last_without_an_unfinished_run_starts_a_new_one(mlruns):
