@@ -334,6 +334,8 @@ def run_status(client: MlflowClient | None, run_id: str | None, finish: bool = T
         if error is not None or finish:
             with uninterruptible():
                 _end(client, run_id, status, error)
+            if status == "KILLED":
+                print(f"Run {run_id} KILLED. To resume it, run the same command with ckpt_path=last.")
 
 
 def _end(client: MlflowClient, run_id: str, status: str, error: BaseException | None) -> None:

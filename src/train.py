@@ -96,6 +96,7 @@ def train(cfg: DictConfig) -> float | None:
         checkpoint, callbacks = recovery.checkpoints(run.checkpoint_dir, objective, mode, cfg.checkpoint_every_n_steps)
         timer = StepTimer()
         callbacks += [timer, *(instantiate(c) for c in (cfg.callbacks or {}).values())]
+        callbacks.append(recovery.StopAtStepEnd(run.checkpoint_dir))  # last: the step ends before it stops
         trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
 
         started = time.perf_counter()
@@ -150,6 +151,10 @@ def log_best_model(tracking_uri: str, client, run_id: str, module, best_path: st
     tracking.log_metrics(client, run_id, {"time/log_model_s": time.perf_counter() - started}, step=0)
 
 
+# A shell's exit status for a process that Ctrl-C (SIGINT) ended: 128 + 2.
+CTRL_C_EXIT = 130
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
@@ -159,6 +164,14 @@ def main(cfg: DictConfig) -> float | None:
             raise  # the sweep records this job as failed and goes on
         print(error, file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C outside training; the run (if any) says how to resume
+        sys.exit(CTRL_C_EXIT)
+    except SystemExit as stop:
+        # Lightning ends a Ctrl-C it caught (outside the steps) with exit status 1
+        # (trainer/call.py, pytorch-lightning 2.6.6).
+        if stop.code == 1 and isinstance(stop.__context__, KeyboardInterrupt):
+            sys.exit(CTRL_C_EXIT)
+        raise
 
 
 def print_help(conf_dir) -> None:

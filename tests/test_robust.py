@@ -134,6 +134,47 @@ def test_kill_9_mid_epoch_then_ckpt_path_last_resumes_the_same_run(tmp_path):
     assert_same_histories(*({k: v for k, v in h.items() if k != "epoch"} for h in (resumed, plain_values)))
 
 
+# One example per batch, so a stop lands mid-epoch, and dropout, so the resumed
+# steps draw the same masks only if the checkpoint holds the random state.
+EXACT = ["data=iris", "data.batch_size=1", "model.dropout=0.2", "trainer.max_epochs=2", "trainer.log_every_n_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[dict, int]:
+    """The metric histories of an uninterrupted run of EXACT and its steps per epoch."""
+    mlruns = tmp_path_factory.mktemp("uninterrupted")
+    run_train(EXACT, mlruns)
+    client, [run] = runs_of(mlruns)
+    return histories(client, run.info.run_id), int(run.data.params["data.train_size"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_mid_epoch_then_ckpt_path_last_resumes_exactly(stop, uninterrupted, tmp_path):
+    plain, per_epoch = uninterrupted
+    mlruns, log = tmp_path / "mlruns", tmp_path / "stopped.log"
+    process = start(EXACT, mlruns, log)
+    checkpoint = wait_for_checkpoint(process, mlruns)
+    process.send_signal(stop)
+    returncode = process.wait(timeout=300)
+    output = log.read_text()
+    assert returncode == 128 + stop, output[-3000:]  # 130 for Ctrl-C, as a shell reports it
+    assert "ckpt_path=last" in output and "was not set" not in output, output[-3000:]
+    saved = torch.load(checkpoint, weights_only=True)["global_step"]
+    assert saved % per_epoch, f"the stop is at an epoch boundary (step {saved}), not mid-epoch"
+    client, [stopped] = runs_of(mlruns)
+    assert stopped.info.status == "KILLED"
+
+    result = run_train([*EXACT, "ckpt_path=last"], mlruns)
+    assert f"resuming run {stopped.info.run_id}" in result.stdout
+    for noise in ("could not find the monitored key", "exists and is not empty"):
+        assert noise not in result.stdout + result.stderr
+    client, [resumed] = runs_of(mlruns)
+    assert resumed.info.status == "FINISHED"
+    # the same steps, validations, losses (dropout included) and test metrics
+    assert_same_histories(histories(client, resumed.info.run_id), plain)
+
+
 def test_ckpt_path_last_without_an_unfinished_run_starts_a_new_one(mlruns):
     cfg = compose_config([*TINY, "trainer.max_epochs=1", "ckpt_path=last"], mlruns)
     from src.train import train
