@@ -88,7 +88,8 @@ def train(cfg: DictConfig) -> float | None:
         extra_tags={"triad.objective": objective, "triad.objective_mode": mode, "triad.task": spec.task,
                     **sweep.job_tags(cfg)},
     )
-    with tracking.run_status(run.client, run.id):
+    # `with run`: no other process may resume this run while this one trains it
+    with run, tracking.run_status(run.client, run.id):
         if run.client is not None:
             tracking.log_data(run.client, run.id, choices.get("data") or "data", datamodule)
         logger = instantiate(cfg.logger, run_id=run.id, recorded_steps=run.recorded_steps) if cfg.logger else False

@@ -376,6 +376,38 @@ def test_four_parallel_jobs_share_one_new_sqlite_store(mlruns):
         assert len(steps(client, run.info.run_id, "val/loss")) == 2
 
 
+@pytest.mark.slow
+def test_a_run_has_one_writer_and_a_killed_writer_does_not_block_its_resume(tmp_path):
+    args = [*TINY, "data.batch_size=1", "trainer.max_epochs=2", "checkpoint_every_n_steps=5"]
+    mlruns = tmp_path / "mlruns"
+    first = start(args, mlruns, tmp_path / "first.log")
+    wait_for_checkpoint(first, mlruns)
+    # Paused, the first process is alive and holds its run for as long as the second needs to start.
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = run_train([*args, "ckpt_path=last"], mlruns, check=False)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    client, [run] = runs_of(mlruns)
+    run_id = run.info.run_id
+    assert second.returncode == 2, second.stdout[-3000:] + second.stderr[-3000:]
+    assert f"run {run_id}" in second.stderr and "Traceback" not in second.stderr
+    assert "triad.resumed_from" not in run.data.tags  # refused before it recorded anything
+
+    first.send_signal(signal.SIGKILL)  # its claim dies with it
+    first.wait()
+    result = run_train([*args, "ckpt_path=last"], mlruns)
+    assert f"resuming run {run_id}" in result.stdout
+    client, [run] = runs_of(mlruns)
+    assert run.info.status == "FINISHED"
+    per_epoch = int(run.data.params["data.train_size"])
+    losses = steps(client, run_id, "train/loss")
+    assert len(losses) == len(set(losses)) == 2 * per_epoch  # every step, each once
+    for key in set(run.data.metrics) - {"epoch"}:  # epoch: logged with train and val metrics alike
+        recorded = steps(client, run_id, key)
+        assert len(recorded) == len(set(recorded)), key
+
+
 # ---------------------------------------------------------------- security
 
 
