@@ -1,15 +1,20 @@
-"""How a run survives being stopped: checkpoints to resume from, a logger that
-does not record a step twice, SIGTERM handled like Ctrl-C, and a stop with a
-message when the loss stops being a number.
+"""How a run survives being stopped: checkpoints to resume from (random state
+included), a logger that does not record a step twice, Ctrl-C and SIGTERM that
+stop training at the end of a step, and a stop with a message when the loss
+stops being a number.
 """
 
+import os
+import random
 import re
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from mlflow.entities import Metric
@@ -157,40 +162,151 @@ class RecordBeforeCheckpoint(Callback):
         logger.flush()
 
 
-class CheckpointOnStop(Callback):
-    """Saves last.ckpt when training is stopped by Ctrl-C or SIGTERM, so that
-    ckpt_path=last resumes from where it stopped (not on errors: the weights may be broken)."""
+class Stopped(SystemExit):
+    """Training stopped by a signal; the exit status is 128 + its number (130 for
+    Ctrl-C), as a shell reports a process a signal ended.
+
+    A SystemExit, not a KeyboardInterrupt: Lightning turns a KeyboardInterrupt into
+    exit status 1 (trainer/call.py, 2.6.6) but passes any other exception on.
+    """
+
+    def __init__(self, signum: int, at_step_end: bool):
+        super().__init__(128 + signum)
+        self.signum, self.at_step_end = signum, at_step_end
+
+
+class StopAtStepEnd(Callback):
+    """Ctrl-C or SIGTERM during training stops it at the end of the current step and
+    saves last.ckpt there: weights, optimizer, batch position and random state all
+    belong to that step, so ckpt_path=last resumes as if the run had never stopped.
+    (At an epoch's last step: after its validation and the next step; during the
+    last epoch's end: at the end of training.) A second signal stops at once, without
+    that checkpoint: the last one written resumes as exactly, as after kill -9.
+
+    Must come after every other callback: a stop raised in its on_train_batch_end
+    skips the hooks after it for that step (Lightning runs ModelCheckpoint's last).
+    Under DDP every process would have to agree on the step: there a signal stops at once.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, dirpath: str):
         self.path = Path(dirpath) / "last.ckpt"
+        self.requested: int | None = None  # the signal received, until training stops for it
+        self.replaced: dict[int, object] = {}  # signal -> the handler to put back
+
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module) -> None:
+        # after Lightning's own SIGTERM handler (set just before), which would
+        # stop a validation mid-way with exit status 0
+        self.defer_signals(trainer)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module) -> None:
+        self.defer_signals(trainer)  # no sanity check (num_sanity_val_steps=0, a resume)
+
+    def defer_signals(self, trainer: pl.Trainer) -> None:
+        if self.replaced or trainer.world_size > 1 or threading.current_thread() is not threading.main_thread():
+            return
+        self.replaced = {number: signal.signal(number, self.request_stop) for number in self.SIGNALS}
+
+    def request_stop(self, signum: int, frame) -> None:
+        if self.requested is None:
+            self.requested = signum
+            return
+        self.put_back_signals()
+        signal.raise_signal(signum)  # the second one: handled at once, as outside training
+
+    def put_back_signals(self) -> None:
+        for number, handler in self.replaced.items():
+            signal.signal(number, handler)
+        self.replaced = {}
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        # Not after an epoch's last batch: Lightning resumes a checkpoint saved there
+        # in the next epoch, without this one's validation (2.6.6, _TrainingEpochLoop.reset).
+        last_of_epoch = batch_idx + 1 >= trainer.num_training_batches
+        if self.requested is not None and not last_of_epoch:
+            raise Stopped(self.requested, at_step_end=True)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
+        self.put_back_signals()
+        if self.requested is not None:  # asked for during the last epoch's end
+            raise Stopped(self.requested, at_step_end=True)
 
     def on_exception(self, trainer: pl.Trainer, pl_module, exception: BaseException) -> None:
-        if trainer.state.fn != TrainerFn.FITTING or not isinstance(exception, KeyboardInterrupt | SystemExit):
+        self.put_back_signals()
+        if not isinstance(exception, Stopped) or not exception.at_step_end or trainer.state.fn != TrainerFn.FITTING:
             return
         with uninterruptible():  # a second Ctrl-C must not leave half a file
-            trainer.save_checkpoint(self.path)
-        print(f"Stopped; checkpoint saved to {self.path}. Resume with ckpt_path=last.")
+            # weights_only given (everything, as ModelCheckpoint saves): unset, Lightning logs a note
+            trainer.save_checkpoint(self.path, weights_only=False)
+        print(f"Stopped after step {trainer.global_step}; checkpoint saved to {self.path}.")
+
+
+class RandomState(Callback):
+    """Keeps the global random states (torch CPU and CUDA, numpy, Python) in each
+    checkpoint and restores them before the first step after a resume, so dropout
+    draws the same masks as in an uninterrupted run (Lightning 2.6 saves none of them).
+
+    Restored at that step, not when the checkpoint is loaded: nothing between a
+    checkpoint and the next step draws from them in an uninterrupted run, but a
+    resume does (its DataLoader iterator, for one).
+    """
+
+    def __init__(self):
+        self.to_restore: dict | None = None
+
+    def state_dict(self) -> dict:
+        name, keys, position, has_gauss, gauss = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            # CUDA's only if used: reading it would start CUDA in a CPU run
+            "torch.cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            # lists and ints, not an ndarray: checkpoints are read with weights_only=True
+            "numpy": [name, keys.tolist(), position, has_gauss, gauss],
+            "python": random.getstate(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.to_restore = state
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx: int) -> None:
+        if self.to_restore is None:
+            return
+        state, self.to_restore = self.to_restore, None
+        torch.set_rng_state(state["torch"])
+        if state["torch.cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["torch.cuda"])
+        name, keys, position, has_gauss, gauss = state["numpy"]
+        np.random.set_state((name, np.array(keys, dtype=np.uint32), position, has_gauss, gauss))
+        version, internal, gauss_next = state["python"]
+        random.setstate((version, tuple(internal), gauss_next))
 
 
 def checkpoints(dirpath: str, objective: str, mode: str, every_n_steps: int) -> tuple[ModelCheckpoint, list]:
     """The best checkpoint (by the objective, at each validation) and last.ckpt,
-    saved every `every_n_steps` training steps, after each validation, and on a stop.
+    saved every `every_n_steps` training steps and after each validation, with
+    what resuming needs besides: the random state and the step's metrics recorded first.
 
     Both write last.ckpt in place (no -v1 copies), also when a resumed run reuses the folder.
     """
+    # A resumed run trains on in its own checkpoint folder; Lightning's warning is
+    # for a new run landing in an old one (a new run's folder is always new here).
+    resolved = os.path.realpath(dirpath)  # as ModelCheckpoint names it
+    warnings.filterwarnings("ignore", message=re.escape(f"Checkpoint directory {resolved} exists and is not empty."))
     best = ModelCheckpoint(
         dirpath=dirpath, filename="best", monitor=objective, mode=mode, save_last=True, enable_version_counter=False
     )
     latest = ModelCheckpoint(
         dirpath=dirpath, save_top_k=0, save_last=True, every_n_train_steps=every_n_steps, enable_version_counter=False
     )
-    return best, [best, latest, RecordBeforeCheckpoint(), CheckpointOnStop(dirpath), StopOnDivergence()]
+    return best, [best, latest, RecordBeforeCheckpoint(), RandomState(), StopOnDivergence()]
 
 
 def stop_on_sigterm() -> None:
-    """SIGTERM (a scheduler's or `kill`'s stop) ends a run like Ctrl-C: checkpoint, KILLED.
+    """SIGTERM (a scheduler's or `kill`'s stop) ends a run like Ctrl-C: the run KILLED,
+    exit status 143. During training StopAtStepEnd defers it to the step's end."""
+    def stop(signum: int, frame) -> None:
+        raise Stopped(signum, at_step_end=False)
 
-    During fit Lightning's own SIGTERM handler runs first and then this one.
-    """
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, stop)

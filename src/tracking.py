@@ -19,6 +19,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, InputTag, Metric, Param
@@ -171,13 +172,56 @@ def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
 @dataclass
 class Run:
     """Where a training records and checkpoints. id is None with logger=none;
-    ckpt_path and recorded_steps are set when it resumes an unfinished run."""
+    ckpt_path and recorded_steps are set when it resumes an unfinished run.
+    `with run:` holds its writer lock (see claim) until the block ends."""
 
     client: MlflowClient | None
     id: str | None
     checkpoint_dir: str
     ckpt_path: str | None = None
     recorded_steps: dict[str, set[int]] = field(default_factory=dict)
+    writer_lock: IO | None = None
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.writer_lock is not None:
+            self.writer_lock.close()  # releases the lock
+
+
+def claim(checkpoint_dir: str, run_id: str | None) -> IO | None:
+    """Make this process the one writer of the run whose checkpoints go to
+    checkpoint_dir: an exclusive lock on `<checkpoint_dir>.lock`, or a ConfigError
+    naming the process that holds it. Two processes training one run would record
+    every step twice and overwrite each other's last.ckpt.
+
+    The kernel releases the lock when its process ends, kill -9 included, so a dead
+    writer never blocks a resume. None on Windows (no fcntl): no check there.
+    """
+    if fcntl is None:
+        return None
+    path = Path(f"{checkpoint_dir}.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = open(path, "a+")  # "a+", not "w": a refused claim must not erase the holder's pid
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        from src.validate import ConfigError
+
+        if run_id is None:  # two new runs given one output folder (a fixed hydra.run.dir)
+            problem = f"{checkpoint_dir} is in use by {holder}, training another run. Give each run its own hydra.run.dir."
+        else:
+            problem = (f"ckpt_path=last: run {run_id} is being trained by {holder} (it holds {path}). "
+                       "Wait for it to end or stop it (Ctrl-C), then run this command again.")
+        raise ConfigError([problem]) from None
+    lock.truncate(0)
+    lock.write(f"process {os.getpid()}")
+    lock.flush()
+    return lock
 
 
 def resumable_run(client: MlflowClient, exp_id: str, cfg: DictConfig):
@@ -215,6 +259,7 @@ def start_run(
         if previous is not None:
             return _reopen(client, previous)
         print("ckpt_path=last: no unfinished run with this config; starting a new one.")
+    writer_lock = claim(checkpoint_dir, None)  # before the run exists: a resume finds it claimed
     tags = {
         "mlflow.source.name": "src.train",
         "mlflow.source.type": "LOCAL",
@@ -233,7 +278,7 @@ def start_run(
         for start in range(0, len(entries), 100):  # MLflow takes at most 100 params per batch
             client.log_batch(run.info.run_id, params=entries[start : start + 100])
     ckpt_path = None if cfg.ckpt_path == "last" else cfg.ckpt_path
-    return Run(client, run.info.run_id, checkpoint_dir, ckpt_path)
+    return Run(client, run.info.run_id, checkpoint_dir, ckpt_path, writer_lock=writer_lock)
 
 
 def _reopen(client: MlflowClient, previous) -> Run:
@@ -241,12 +286,20 @@ def _reopen(client: MlflowClient, previous) -> Run:
     refuses changed values) and its recorded steps are not logged twice."""
     run_id = previous.info.run_id
     checkpoint_dir = previous.data.tags[CHECKPOINT_DIR_TAG]
+    writer_lock = claim(checkpoint_dir, run_id)  # refused before anything is recorded
+    previous = client.get_run(run_id)  # as its last writer left it, if it wrote on after the search
+    if previous.info.status == "FINISHED":
+        if writer_lock is not None:
+            writer_lock.close()
+        from src.validate import ConfigError
+
+        raise ConfigError([f"ckpt_path=last: run {run_id} finished while this command started; nothing to resume."])
     last = Path(checkpoint_dir) / "last.ckpt"
     ckpt_path = str(last) if last.exists() else None  # stopped before its first checkpoint
     client.update_run(run_id, status="RUNNING")
     client.set_tag(run_id, "triad.resumed_from", ckpt_path or "start")
     print(f"ckpt_path=last: resuming run {run_id} from {ckpt_path or 'the start'}")
-    return Run(client, run_id, checkpoint_dir, ckpt_path, recorded_steps(client, previous))
+    return Run(client, run_id, checkpoint_dir, ckpt_path, recorded_steps(client, previous), writer_lock)
 
 
 def log_data(client: MlflowClient, run_id: str, name: str, datamodule) -> None:
@@ -306,6 +359,8 @@ def run_status(client: MlflowClient | None, run_id: str | None, finish: bool = T
         if error is not None or finish:
             with uninterruptible():
                 _end(client, run_id, status, error)
+            if status == "KILLED":
+                print(f"Run {run_id} KILLED. To resume it, run the same command with ckpt_path=last.")
 
 
 def _end(client: MlflowClient, run_id: str, status: str, error: BaseException | None) -> None:

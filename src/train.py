@@ -127,7 +127,8 @@ def train(cfg: DictConfig) -> float | None:
         extra_tags={"triad.objective": objective, "triad.objective_mode": mode, "triad.task": spec.task,
                     **sweep.job_tags(cfg)},
     )
-    with tracking.run_status(run.client, run.id):
+    # `with run`: no other process may resume this run while this one trains it
+    with run, tracking.run_status(run.client, run.id):
         if run.client is not None:
             tracking.log_data(run.client, run.id, choices.get("data") or "data", datamodule)
         logger = instantiate(cfg.logger, run_id=run.id, recorded_steps=run.recorded_steps) if cfg.logger else False
@@ -135,6 +136,7 @@ def train(cfg: DictConfig) -> float | None:
         checkpoint, callbacks = recovery.checkpoints(run.checkpoint_dir, objective, mode, cfg.checkpoint_every_n_steps)
         timer = StepTimer(started=job_started)
         callbacks += [timer, *(instantiate(c) for c in (cfg.callbacks or {}).values())]
+        callbacks.append(recovery.StopAtStepEnd(run.checkpoint_dir))  # last: the step ends before it stops
         trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
 
         started = time.perf_counter()
@@ -201,6 +203,10 @@ def log_best_model(client, run_id: str, module, best_path: str, datamodule, cfg:
     tracking.log_metrics(client, run_id, {"time/log_model_s": time.perf_counter() - started}, step=0)
 
 
+# A shell's exit status for a process that Ctrl-C (SIGINT) ended: 128 + 2.
+CTRL_C_EXIT = 130
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
@@ -210,6 +216,14 @@ def main(cfg: DictConfig) -> float | None:
             raise  # the sweep records this job as failed and goes on
         print(error, file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C outside training; the run (if any) says how to resume
+        sys.exit(CTRL_C_EXIT)
+    except SystemExit as stop:
+        # Lightning ends a Ctrl-C it caught (outside the steps) with exit status 1
+        # (trainer/call.py, pytorch-lightning 2.6.6).
+        if stop.code == 1 and isinstance(stop.__context__, KeyboardInterrupt):
+            sys.exit(CTRL_C_EXIT)
+        raise
     except Exception as error:
         from src.recovery import Diverged  # imported by train() if it raised one
 

@@ -60,6 +60,22 @@ def wait_for_checkpoint(process: subprocess.Popen, mlruns: Path) -> Path:
             pass
 
 
+def histories(client: MlflowClient, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    """Every metric of the run: its (step, value) pairs in step order."""
+    keys = client.get_run(run_id).data.metrics
+    return {key: sorted((m.step, m.value) for m in client.get_metric_history(run_id, key)) for key in keys}
+
+
+def assert_same_histories(resumed: dict, plain: dict) -> None:
+    """Every key, every step and every value equal; wall-clock times (time/*) at the same steps."""
+    assert set(resumed) == set(plain)
+    for key, pairs in plain.items():
+        if key.startswith("time/"):
+            assert [s for s, _ in resumed[key]] == [s for s, _ in pairs], key
+        else:
+            assert resumed[key] == pairs, key
+
+
 # ---------------------------------------------------------------- resume
 
 
@@ -113,6 +129,50 @@ def test_kill_9_mid_epoch_then_ckpt_path_last_resumes_the_same_run(tmp_path):
         else:  # every step once: none lost between the checkpoint and the kill, none twice
             assert resumed == plain_steps, key
     assert steps(client, killed.info.run_id, "train/loss") == expected
+    # and the same values: the checkpoint holds the random state that dropout draws from
+    resumed, plain_values = histories(client, killed.info.run_id), histories(plain_client, reference.info.run_id)
+    assert_same_histories(*({k: v for k, v in h.items() if k != "epoch"} for h in (resumed, plain_values)))
+
+
+# One example per batch, so a stop lands mid-epoch, and dropout, so the resumed
+# steps draw the same masks only if the checkpoint holds the random state.
+EXACT = ["data=iris", "data.batch_size=1", "model.dropout=0.2", "trainer.max_epochs=2", "trainer.log_every_n_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[dict, int]:
+    """The metric histories of an uninterrupted run of EXACT and its steps per epoch."""
+    mlruns = tmp_path_factory.mktemp("uninterrupted")
+    run_train(EXACT, mlruns)
+    client, [run] = runs_of(mlruns)
+    return histories(client, run.info.run_id), int(run.data.params["data.train_size"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_mid_epoch_then_ckpt_path_last_resumes_exactly(stop, uninterrupted, tmp_path):
+    plain, per_epoch = uninterrupted
+    mlruns, log = tmp_path / "mlruns", tmp_path / "stopped.log"
+    process = start(EXACT, mlruns, log)
+    checkpoint = wait_for_checkpoint(process, mlruns)
+    process.send_signal(stop)
+    returncode = process.wait(timeout=300)
+    output = log.read_text()
+    assert returncode == 128 + stop, output[-3000:]  # 130 for Ctrl-C, as a shell reports it
+    assert "ckpt_path=last" in output and "was not set" not in output, output[-3000:]
+    saved = torch.load(checkpoint, weights_only=True)["global_step"]
+    assert saved % per_epoch, f"the stop is at an epoch boundary (step {saved}), not mid-epoch"
+    client, [stopped] = runs_of(mlruns)
+    assert stopped.info.status == "KILLED"
+
+    result = run_train([*EXACT, "ckpt_path=last"], mlruns)
+    assert f"resuming run {stopped.info.run_id}" in result.stdout
+    for noise in ("could not find the monitored key", "exists and is not empty"):
+        assert noise not in result.stdout + result.stderr
+    client, [resumed] = runs_of(mlruns)
+    assert resumed.info.status == "FINISHED"
+    # the same steps, validations, losses (dropout included) and test metrics
+    assert_same_histories(histories(client, resumed.info.run_id), plain)
 
 
 def test_ckpt_path_last_without_an_unfinished_run_starts_a_new_one(mlruns):
@@ -314,6 +374,38 @@ def test_four_parallel_jobs_share_one_new_sqlite_store(mlruns):
         recorded = steps(client, run.info.run_id, "train/loss")
         assert len(recorded) == len(set(recorded)) == 2 * 13
         assert len(steps(client, run.info.run_id, "val/loss")) == 2
+
+
+@pytest.mark.slow
+def test_a_run_has_one_writer_and_a_killed_writer_does_not_block_its_resume(tmp_path):
+    args = [*TINY, "data.batch_size=1", "trainer.max_epochs=2", "checkpoint_every_n_steps=5"]
+    mlruns = tmp_path / "mlruns"
+    first = start(args, mlruns, tmp_path / "first.log")
+    wait_for_checkpoint(first, mlruns)
+    # Paused, the first process is alive and holds its run for as long as the second needs to start.
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = run_train([*args, "ckpt_path=last"], mlruns, check=False)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    client, [run] = runs_of(mlruns)
+    run_id = run.info.run_id
+    assert second.returncode == 2, second.stdout[-3000:] + second.stderr[-3000:]
+    assert f"run {run_id}" in second.stderr and "Traceback" not in second.stderr
+    assert "triad.resumed_from" not in run.data.tags  # refused before it recorded anything
+
+    first.send_signal(signal.SIGKILL)  # its claim dies with it
+    first.wait()
+    result = run_train([*args, "ckpt_path=last"], mlruns)
+    assert f"resuming run {run_id}" in result.stdout
+    client, [run] = runs_of(mlruns)
+    assert run.info.status == "FINISHED"
+    per_epoch = int(run.data.params["data.train_size"])
+    losses = steps(client, run_id, "train/loss")
+    assert len(losses) == len(set(losses)) == 2 * per_epoch  # every step, each once
+    for key in set(run.data.metrics) - {"epoch"}:  # epoch: logged with train and val metrics alike
+        recorded = steps(client, run_id, key)
+        assert len(recorded) == len(set(recorded)), key
 
 
 # ---------------------------------------------------------------- security
