@@ -9,8 +9,10 @@ Hydra callbacks and the benchmarks build through `instantiate` here.
 """
 
 import difflib
+import functools
 import importlib
 import inspect
+import re
 from types import ModuleType
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -120,10 +122,25 @@ def _describe(obj) -> str:
     return f"a {type(obj).__name__} value, not a class"
 
 
+@functools.cache
+def shipped_targets() -> frozenset[str]:
+    """The _target_ of every option in conf/. A test resolves each of them through
+    the gate (tests/test_trust.py), so these exact names need no import here: the
+    trainer's would import Lightning (seconds) before a bad config could answer."""
+    from src import PROJECT_ROOT
+
+    return frozenset(
+        name for path in (PROJECT_ROOT / "conf").rglob("*.yaml")
+        for name in re.findall(r"^\s*_target_:\s*([\w.]+)\s*$", path.read_text(), re.M)
+    )
+
+
 def target_problem(key: str, target) -> str | None:
     """What is wrong with one _target_ value, or None when the gate lets it through."""
     if not isinstance(target, str):
         return f"{key}={target!r}: not a dotted class name. {WHAT_IS_ALLOWED}."
+    if target in shipped_targets():
+        return None
     try:
         obj = resolve(target)
     except Unresolved as why:

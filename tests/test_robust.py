@@ -291,7 +291,7 @@ BAD_VALUES = [
     (["ckpt_path=/no/such.ckpt"], "ckpt_path='/no/such.ckpt'", "no such file"),
     (["ckpt_path=last", "logger=none"], "ckpt_path='last'", "logger=mlflow"),
     (["data._target_=os.system"], "data._target_='os.system'", "src.*"),
-    (["+model.extra={_target_:subprocess.Popen}"], "model.extra._target_='subprocess.Popen'", "torch.*"),
+    (["+callbacks.extra={_target_:subprocess.Popen}"], "callbacks.extra._target_='subprocess.Popen'", "torch.*"),
     (["optimizer._target_=torch.hub.load"], "optimizer._target_='torch.hub.load'", "not a class"),
 ]
 
