@@ -142,6 +142,10 @@ def check_output(result: subprocess.CompletedProcess) -> None:
     assert "Traceback" not in result.stderr
     noise = [line for line in result.stderr.splitlines() if re.search(r"Warning|WARNING|INFO|Tip|deprecated", line)]
     assert not noise, f"the console shows library noise: {noise}"
+    assert "v_num" not in result.stdout
+    if "MLflow run" in result.stdout and "-m" not in result.args[3:]:  # a recorded single run (not a sweep)
+        # the command to open the UI, whole on one line, to copy as it is
+        assert re.search(r"^  mlflow ui --backend-store-uri sqlite:///\S+/mlflow\.db$", result.stdout, re.M)
 
 
 def check_finished_run(runner: Runner, run, task: str) -> None:

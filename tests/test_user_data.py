@@ -84,6 +84,18 @@ def test_a_row_that_does_not_parse_names_its_line(tmp_path):
     assert "e.csv, line 14: 'abc' in feature column 'x' is not a number" in load_error(CsvDataModule(path, target_column="y"))
 
 
+def test_a_text_column_read_as_features_says_to_set_text_column(tmp_path):
+    write_user_data(tmp_path)  # columns review (sentences) and label
+    error = load_error(CsvDataModule(tmp_path / "reviews.csv", target_column="label"))
+    assert "column 'review' holds text" in error and "data.text_column=review" in error
+
+
+def test_a_word_in_a_numeric_table_names_the_numeric_columns_to_keep(tmp_path):
+    rows = "size,region,y\n" + "".join(f"{i},{'north' if i % 2 else 'south'},{i % 2}\n" for i in range(12))
+    error = load_error(CsvDataModule(write(tmp_path / "t.csv", rows), target_column="y"))
+    assert "'south' in feature column 'region' is not a number" in error and "data.feature_columns=[size]" in error
+
+
 def test_a_file_that_is_not_utf8_csv_names_its_line(tmp_path):
     latin1 = tmp_path / "latin1.csv"
     latin1.write_bytes((GOOD_ROWS + "caf\xe9,1\n").encode("latin-1"))
