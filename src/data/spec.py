@@ -2,8 +2,7 @@
 
 from dataclasses import dataclass
 
-INPUT_KINDS = ("features", "image", "tokens")
-TASKS = ("multiclass", "binary", "regression", "language_model", "reconstruction")
+from src.catalog import INPUT_KINDS, TASKS
 
 
 @dataclass(frozen=True)

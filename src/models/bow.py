@@ -2,9 +2,8 @@
 
 from torch import nn
 
+from src.catalog import check_fit
 from src.models.inputs import activation_layer
-
-TASKS = ("multiclass", "binary", "regression")
 
 
 class BagOfWords(nn.Module):
@@ -28,12 +27,7 @@ class BagOfWords(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        if input_kind != "tokens":
-            raise ValueError(
-                f"model=bow reads tokens (text), not input_kind={input_kind!r}; for features or images try model=mlp"
-            )
-        if task not in TASKS:
-            raise ValueError(f"model=bow serves the tasks {TASKS}, not task={task!r}")
+        check_fit("bow", input_kind, task)
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
         self.head = nn.Sequential(
             nn.Linear(embed_dim, hidden_size), activation_layer(activation), nn.Dropout(dropout),

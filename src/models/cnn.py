@@ -4,9 +4,8 @@ import math
 
 from torch import nn
 
+from src.catalog import check_fit
 from src.models.inputs import activation_layer
-
-TASKS = ("multiclass", "binary", "regression")
 
 
 class CNN(nn.Module):
@@ -35,8 +34,7 @@ class CNN(nn.Module):
         embed_dim: int = 32,
     ):
         super().__init__()
-        if task not in TASKS:
-            raise ValueError(f"model=cnn serves the tasks {TASKS}, not task={task!r}")
+        check_fit("cnn", input_kind, task)
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size={kernel_size}: use an odd size >= 1, so the padding keeps the size")
         self.input_kind = input_kind

@@ -8,6 +8,7 @@ seen it. Positions are sinusoidal over the data's sequence length (the context).
 import torch
 from torch import nn
 
+from src.catalog import check_fit
 from src.models.inputs import SequenceInput
 from src.models.transformer import EncoderBlock, sinusoidal_positions
 
@@ -29,10 +30,7 @@ class GPT(nn.Module):
         dropout: float = 0.1,
     ):
         super().__init__()
-        if input_kind != "tokens":
-            raise ValueError(f"model=gpt reads tokens, not input_kind={input_kind!r}; try model=transformer")
-        if task != "language_model":
-            raise ValueError(f"model=gpt serves task='language_model', not task={task!r}; try model=transformer")
+        check_fit("gpt", input_kind, task)
         self.context = input_shape[0]
         self.inputs = SequenceInput(input_kind, input_shape, vocab_size, d_model)
         self.register_buffer("positions", sinusoidal_positions(self.context, d_model), persistent=False)

@@ -5,13 +5,14 @@ import math
 import torch
 from torch import nn
 
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
+from src.catalog import ACTIVATIONS
 
 
 def activation_layer(name: str) -> nn.Module:
+    """The torch.nn layer of an activation name (src/catalog.py: ACTIVATIONS)."""
     if name not in ACTIVATIONS:
         raise ValueError(f"activation {name!r} is not one of {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name]()
+    return getattr(nn, ACTIVATIONS[name])()
 
 
 class FlatInput(nn.Module):

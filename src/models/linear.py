@@ -4,6 +4,8 @@ import math
 
 from torch import nn
 
+from src.catalog import check_fit
+
 
 class Linear(nn.Module):
     """y = w·x + b on the flattened input.
@@ -22,8 +24,7 @@ class Linear(nn.Module):
         task: str = "multiclass",
     ):
         super().__init__()
-        if input_kind == "tokens":
-            raise ValueError("model=linear reads features or images, not tokens; try model=bow for text")
+        check_fit("linear", input_kind, task)
         self.layer = nn.Linear(math.prod(input_shape), output_size)
 
     def forward(self, x):

@@ -2,6 +2,7 @@
 
 from torch import nn
 
+from src.catalog import check_fit
 from src.models.inputs import FlatInput, activation_layer
 
 
@@ -26,8 +27,7 @@ class MLP(nn.Module):
         embed_dim: int = 32,
     ):
         super().__init__()
-        if task not in ("multiclass", "binary", "regression"):
-            raise ValueError(f"model=mlp serves classification and regression, not task={task!r}")
+        check_fit("mlp", input_kind, task)
         self.inputs = FlatInput(input_kind, input_shape, vocab_size, embed_dim)
         layers, width = [], self.inputs.size
         for _ in range(num_layers):

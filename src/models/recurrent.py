@@ -13,10 +13,10 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from src.catalog import check_fit
 from src.models.inputs import SequenceInput
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-TASKS = ("multiclass", "binary", "regression", "language_model")
 
 
 class Recurrent(nn.Module):
@@ -54,8 +54,7 @@ class Recurrent(nn.Module):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"cell {cell!r} is not one of {sorted(CELLS)}")
-        if task not in TASKS:
-            raise ValueError(f"model={cell} serves the tasks {TASKS}, not task={task!r}")
+        check_fit(cell, input_kind, task)  # the option's name is the cell's
         self.language_model = task == "language_model"
         if self.language_model and input_kind != "tokens":
             raise ValueError(f"a language model reads tokens, not input_kind={input_kind!r}")

@@ -10,6 +10,7 @@ import math
 import torch
 from torch import nn
 
+from src.catalog import POOLINGS, check_fit, heads_problem
 from src.models.inputs import SequenceInput
 
 
@@ -36,8 +37,8 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, d_model: int, num_heads: int):
         super().__init__()
-        if d_model % num_heads:
-            raise ValueError(f"d_model={d_model} must be divisible by num_heads={num_heads}")
+        if problem := heads_problem(d_model, num_heads):
+            raise ValueError(problem)
         self.num_heads = num_heads
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
@@ -82,10 +83,9 @@ class Transformer(nn.Module):
         pooling: str = "mean",
     ):
         super().__init__()
-        if task not in ("multiclass", "binary", "regression"):
-            raise ValueError(f"model=transformer serves classification and regression, not task={task!r}; try model=gpt")
-        if pooling not in ("mean", "first"):
-            raise ValueError(f"pooling {pooling!r} is not one of ['first', 'mean']")
+        check_fit("transformer", input_kind, task)
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling {pooling!r} is not one of {list(POOLINGS)}")
         self.pooling = pooling
         self.inputs = SequenceInput(input_kind, input_shape, vocab_size, d_model)
         self.register_buffer("positions", sinusoidal_positions(self.inputs.seq_len, d_model), persistent=False)

@@ -5,6 +5,7 @@ import math
 import torch
 from torch import nn
 
+from src.catalog import check_fit
 from src.models.inputs import activation_layer
 
 
@@ -39,10 +40,7 @@ class VAE(nn.Module):
         activation: str = "relu",
     ):
         super().__init__()
-        if input_kind == "tokens":
-            raise ValueError("model=vae reconstructs features or images, not input_kind='tokens'")
-        if task != "reconstruction":
-            raise ValueError(f"model=vae serves task=reconstruction, not task={task!r}")
+        check_fit("vae", input_kind, task)
         self.input_shape = tuple(input_shape)
         size = math.prod(input_shape)
         self.encoder, width = _dense_stack(size, hidden_size, num_layers, activation)
