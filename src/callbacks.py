@@ -10,7 +10,7 @@ from pytorch_lightning.callbacks import RichProgressBar
 from pytorch_lightning.trainer.states import RunningStage
 
 from src import STARTED
-from src.module import logs_this_step
+from src.internals import logs_this_step
 
 
 @torch.no_grad()

@@ -26,6 +26,8 @@ import pandas as pd
 import torch
 from mlflow.models import Model, infer_signature, set_model
 
+from src.internals import PythonModelWithoutTypeHints
+
 # Rows per forward pass when predicting: bounds the memory a large request takes.
 PREDICT_BATCH = 1024
 
@@ -95,13 +97,8 @@ def predict(net: torch.nn.Module, description: dict, inputs) -> pd.DataFrame | n
     return answers
 
 
-class NetworkModel(mlflow.pyfunc.PythonModel):
+class NetworkModel(PythonModelWithoutTypeHints):
     """The pyfunc that MLflow loads: rebuilds the network, then predicts with it."""
-
-    # MLflow 3.17 wraps predict to check inputs against its type hints, and warns
-    # when there are none, under a filter of its own that no caller can silence.
-    # The signature (from the input example) already checks the inputs.
-    _skip_type_hint_validation = True
 
     def load_context(self, context) -> None:
         self.description = json.loads(Path(context.artifacts["network"]).read_text())

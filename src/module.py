@@ -20,6 +20,7 @@ from torchmetrics.classification import (
 )
 
 from src.data.spec import DataSpec
+from src.internals import logs_this_step
 
 # The metric a run is judged by when the config's `objective` is null. Each is
 # measured the same way whatever the loss, so runs with different losses compare
@@ -106,14 +107,6 @@ def predictions(output: torch.Tensor, task: str) -> torch.Tensor:
     if task == "regression":
         return output.squeeze(-1)
     return output  # class logits
-
-
-def logs_this_step(trainer: pl.Trainer) -> bool:
-    """Whether Lightning writes this training step's metrics to the logger (every
-    log_every_n_steps steps, and the last). Step metrics are computed and read on
-    those steps only: a self.log call costs about a millisecond, more than a small
-    model's whole step, and reading a device value makes the host wait for it."""
-    return trainer._logger_connector.should_update_logs
 
 
 class ExperimentModule(pl.LightningModule):

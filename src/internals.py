@@ -1,0 +1,75 @@
+"""Every use of a private Lightning or MLflow API, and every reliance on their
+undocumented behaviour, in one place, each with the version it was checked against.
+
+tests/test_internals.py checks each of them against the installed libraries, and
+fails on any other version than CHECKED_AGAINST until someone has looked again.
+"""
+
+from typing import TYPE_CHECKING
+
+import mlflow.pyfunc
+
+if TYPE_CHECKING:  # Lightning is not needed where a logged model is served
+    import pytorch_lightning as pl
+
+CHECKED_AGAINST = {"pytorch-lightning": "2.6.6", "mlflow": "3.17.2"}
+
+
+# ---------------------------------------------------------------- Lightning 2.6.6
+
+
+def logs_this_step(trainer: "pl.Trainer") -> bool:
+    """Whether Lightning writes this training step's metrics to the logger (every
+    log_every_n_steps steps, and the last). Step metrics are computed and read on
+    those steps only: a self.log call costs about a millisecond, more than a small
+    model's whole step, and reading a device value makes the host wait for it."""
+    return trainer._logger_connector.should_update_logs
+
+
+def step_metrics_pending(trainer: "pl.Trainer") -> bool:
+    """Whether the current training step's metrics have not reached the logger yet:
+    Lightning saves a step's checkpoint (ModelCheckpoint.on_train_batch_end) before
+    it logs that step, so during that save the step is ready but not completed."""
+    progress = trainer.fit_loop.epoch_loop.batch_progress.current
+    return trainer.training and progress.ready > progress.completed
+
+
+def log_step_metrics_now(trainer: "pl.Trainer") -> None:
+    """Hand the current training step's metrics to the logger now, as Lightning
+    would right after the checkpoint hooks."""
+    trainer._logger_connector.update_train_step_metrics()
+
+
+# Lightning runs ModelCheckpoint's hooks after every other callback's
+# (CallbackConnector._reorder_callbacks), so a callback's on_train_batch_end runs
+# before the step's checkpoint is saved: src/recovery.py relies on that.
+
+# A data module's loader may be any iterable: Lightning calls `set_epoch` on its
+# `sampler` (or on `batch_sampler.sampler`) before each epoch, and keeps its
+# `state_dict()` in checkpoints, restoring it with `load_state_dict` before the
+# first batch of a resume (src/data/base.py: InMemoryBatches offers all three).
+
+# A checkpoint saved after an epoch's last training batch resumes in the next epoch
+# without that epoch's validation (_TrainingEpochLoop.reset): src/recovery.py's stop
+# on a signal waits past it.
+
+# Lightning ends a run it stopped on KeyboardInterrupt with SystemExit(1)
+# (trainer/call.py): src/train.py reports it as Ctrl-C (exit status 130).
+
+
+# ---------------------------------------------------------------- MLflow 3.17.2
+
+
+def dataset_entity(dataset):
+    """An mlflow.data dataset as the entity that MlflowClient.log_inputs takes
+    (the client has no public way to log a dataset object to a given run)."""
+    return dataset._to_mlflow_entity()
+
+
+class PythonModelWithoutTypeHints(mlflow.pyfunc.PythonModel):
+    """A pyfunc model whose predict MLflow does not wrap in its type-hint validation,
+    which warns when predict has no type hints, under a warnings filter of its own
+    that no caller can silence (PythonModel.__init_subclass__). The model's
+    signature, from its input example, checks the inputs instead."""
+
+    _skip_type_hint_validation = True

@@ -1,0 +1,89 @@
+"""Each private Lightning or MLflow API that src/internals.py uses still behaves as
+it did when checked; an upgrade that changes one fails here, not in a user's run."""
+
+import warnings
+from importlib.metadata import version
+
+import mlflow.data
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from src import internals
+
+
+def test_the_installed_libraries_are_the_versions_internals_was_checked_against():
+    installed = {name: version(name) for name in internals.CHECKED_AGAINST}
+    assert installed == internals.CHECKED_AGAINST, (
+        "Another Lightning or MLflow: re-check every use in src/internals.py against it, "
+        "then update CHECKED_AGAINST."
+    )
+
+
+class Tiny(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.layer(batch[0]).pow(2).mean()
+        self.log("train/loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+class Watch(Callback):
+    """What internals reports at each step's end and in each checkpoint save."""
+
+    def __init__(self):
+        self.logged_steps, self.pending_at_save, self.calls = [], [], []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.calls.append("watch")
+        if internals.logs_this_step(trainer):
+            self.logged_steps.append(trainer.global_step)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        self.calls.append("checkpoint")
+        self.pending_at_save.append(internals.step_metrics_pending(trainer))
+        if internals.step_metrics_pending(trainer):
+            internals.log_step_metrics_now(trainer)  # callable where triad calls it
+
+
+def test_lightning_private_step_logging_and_callback_order(tmp_path):
+    watch = Watch()
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_top_k=0, save_last=True, every_n_train_steps=4)
+    trainer = pl.Trainer(max_epochs=1, log_every_n_steps=3, callbacks=[checkpoint, watch], logger=CSVLogger(tmp_path),
+                         default_root_dir=tmp_path, enable_progress_bar=False, enable_model_summary=False)
+    data = DataLoader(TensorDataset(torch.randn(24, 2)), batch_size=2)  # 12 steps
+    trainer.fit(Tiny(), data)
+    assert watch.logged_steps == [3, 6, 9, 12]  # global_step after the step: every 3rd step is written
+    # ModelCheckpoint runs after every other callback, though it was given first
+    assert trainer.callbacks.index(checkpoint) > trainer.callbacks.index(watch)
+    assert watch.calls[:5] == ["watch"] * 4 + ["checkpoint"]
+    # a step's checkpoint is saved before Lightning logs that step's metrics
+    assert watch.pending_at_save and all(watch.pending_at_save[:-1])
+
+
+def test_an_mlflow_dataset_becomes_the_entity_log_inputs_takes():
+    dataset = mlflow.data.from_numpy(np.zeros((3, 2), dtype=np.float32), source="/tmp/x.csv", name="x")
+    entity = internals.dataset_entity(dataset)
+    assert entity.name == "x" and entity.digest == dataset.digest and entity.source_type == "local"
+
+
+def test_a_python_model_without_type_hints_is_not_wrapped_and_does_not_warn():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+
+        class Model(internals.PythonModelWithoutTypeHints):
+            def predict(self, context, model_input, params=None):
+                return model_input
+
+    assert not caught, [str(w.message) for w in caught]
+    assert Model.__dict__["predict"].__name__ == "predict" and not hasattr(Model.predict, "__wrapped__")
