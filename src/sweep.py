@@ -6,10 +6,19 @@ job starts (SQLite creation races otherwise, see STACK-FACTS). Its id reaches ea
 job through `on_job_start`, which Hydra calls in the process that runs the job: the
 callback object travels with the job to joblib and submitit workers, so this works
 whatever the launcher, and whatever environment a reused worker was started with.
+
+Ctrl-C or SIGTERM stops a sweep whatever the launcher: the parent process exits 128 +
+the signal, the processes its launcher started stop, and the parent and every child end
+KILLED (after an error: FAILED), never RUNNING; the report covers the jobs that finished.
 """
 
 import atexit
+import contextlib
 import os
+import signal
+import subprocess
+import threading
+import time
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -17,6 +26,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 PARENT_ENV = "TRIAD_SWEEP_PARENT"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def job_tags(cfg: DictConfig) -> dict[str, str]:
     """Tags of a run: its config hash, and in a sweep its parent, sweep id and job number."""
     from src import tracking  # MLflow loads only when a job runs
@@ -72,6 +84,10 @@ class SweepCallback(Callback):
     def __init__(self) -> None:
         self.parent_id: str | None = None
         self.tracking_uri: str | None = None
+        self.sweep_dir: str | None = None
+        self.sweep_pid: int | None = None  # the process that runs the sweep (not a worker)
+        self.stopped = False  # Ctrl-C or SIGTERM reached stop()
+        self.job_running = False  # on_job_start came, on_job_end not yet
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         if not config.get("logger"):
@@ -86,10 +102,15 @@ class SweepCallback(Callback):
         exp_id = tracking.experiment_id(client, config.experiment_name, artifact_location)
         choices = config.hydra.runtime.choices
         name = choices.get("sweep") or "multirun"
-        sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
+        self.sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
         overrides = " ".join(redact.overrides(config.hydra.overrides.task))
-        tags = {"triad.sweep": "parent", "triad.sweep_dir": sweep_dir, "triad.overrides": overrides,
+        tags = {"triad.sweep": "parent", "triad.sweep_dir": self.sweep_dir, "triad.overrides": overrides,
                 "mlflow.source.name": "src.train", **tracking.git_tags()}
+        # Before the parent exists: SIGTERM's default action would end this process at
+        # once, without atexit, and leave the parent RUNNING.
+        self.sweep_pid = os.getpid()
+        self.catch_stops()
+        atexit.register(self._end_early)  # a job raised, Ctrl-C, SIGTERM: the report still gets written
         run = client.create_run(exp_id, run_name=f"sweep-{name}", tags=redact.entries(tags))
         self.parent_id = run.info.run_id
         client.set_tag(self.parent_id, "triad.sweep_id", self.parent_id)
@@ -106,32 +127,116 @@ class SweepCallback(Callback):
         params.update({f"search.{key}": value for key, value in space.items()})
         client.log_batch(self.parent_id, params=[Param(k, v) for k, v in redact.entries(params).items()])
         os.environ[PARENT_ENV] = self.parent_id
-        atexit.register(self._end, "FAILED", sweep_dir)  # a job raised or Ctrl-C: the report still gets written
         print(f"Sweep parent run {self.parent_id} (experiment '{config.experiment_name}')")
+
+    def catch_stops(self) -> None:
+        if threading.current_thread() is threading.main_thread():  # the only one that may
+            for number in STOP_SIGNALS:
+                signal.signal(number, self.stop)
+
+    def stop(self, signum: int, frame) -> None:
+        """Ctrl-C or SIGTERM in the sweep's process: unwind it (joblib kills its loky workers
+        when this passes through it) and exit 128 + the signal, as a shell reports a process
+        that a signal ended; _end_early does the rest."""
+        for number in STOP_SIGNALS:
+            signal.signal(number, signal.SIG_IGN)  # a second one must not cut the stop short
+        self.stopped = True
+        raise SystemExit(128 + signum)
 
     def on_job_start(self, config: DictConfig, **kwargs) -> None:
         if self.parent_id:  # in the process that runs the job, a worker's included
             os.environ[PARENT_ENV] = self.parent_id
+        self.job_running = True
+
+    def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
+        self.job_running = False
+        if os.getpid() == self.sweep_pid:  # the basic launcher's job: train() set its own SIGTERM handler
+            self.catch_stops()
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         if self.parent_id:
-            self._end("FINISHED", str(Path(config.hydra.sweep.dir).resolve()))
+            self._end("FINISHED")
 
-    def _end(self, status: str, sweep_dir: str) -> None:
-        """Write the comparison report onto the parent, then end it (once)."""
-        from src import compare, tracking
+    def _end_early(self) -> None:
+        """At exit, when on_multirun_end never came: KILLED after Ctrl-C or SIGTERM, else
+        FAILED (Hydra raised a job's error at the end of its batch, or the launcher failed)."""
+        if self.parent_id:
+            # Hydra's run_job catches a job's errors (the job FAILED, on_job_end follows) and
+            # lets only SystemExit and KeyboardInterrupt through: a job still running in this
+            # process (basic launcher) was stopped by a signal that train() handled.
+            self._end("KILLED" if self.stopped or self.job_running else "FAILED")
 
-        client = tracking.client_for(self.tracking_uri)
-        if client.get_run(self.parent_id).info.status != "RUNNING":
-            return
-        try:
-            compare.report(client, compare.sweep_runs(client, self.parent_id), Path(sweep_dir) / "report",
-                           parent=client.get_run(self.parent_id))
-        except ValueError as error:  # nothing finished: nothing to compare
-            print(f"No report: {error}")
-        finally:
-            client.set_terminated(self.parent_id, status)
-            os.environ.pop(PARENT_ENV, None)
+    def _end(self, status: str) -> None:
+        """End the parent (once), with the comparison report of the jobs that finished.
+        Ending early, the processes the launcher started are stopped first, and the runs
+        they left RUNNING end as the sweep does."""
+        from src import tracking
+
+        with tracking.uninterruptible():  # a second Ctrl-C must not leave the parent RUNNING
+            from src import compare
+
+            client = tracking.client_for(self.tracking_uri)
+            if client.get_run(self.parent_id).info.status != "RUNNING":
+                return
+            try:
+                if status != "FINISHED":
+                    stop_launched(self.sweep_dir)
+                    for run in compare.sweep_runs(client, self.parent_id):
+                        if run.info.status == "RUNNING":  # its process is gone: it cannot end it
+                            client.set_terminated(run.info.run_id, status)
+                try:
+                    compare.report(client, compare.sweep_runs(client, self.parent_id),
+                                   Path(self.sweep_dir) / "report", parent=client.get_run(self.parent_id))
+                except ValueError as error:  # nothing finished: nothing to compare
+                    print(f"No report: {error}")
+            finally:
+                client.set_terminated(self.parent_id, status)
+                os.environ.pop(PARENT_ENV, None)
+        if status != "FINISHED":
+            print(f"Sweep parent run {self.parent_id} {status}.")
+
+
+def stop_launched(folder: str) -> None:
+    """Stop the processes that this one started for the sweep in `folder`, and return once
+    they are gone (SIGKILL for any left after 10 s). A signal sent to the sweep's process
+    alone (`kill`, a scheduler) reaches none of them, and submitit_local's job controllers
+    and jobs would go on without a sweep. They name the folder on their command line.
+    (joblib's loky workers name nothing; joblib kills them itself as the stop passes.)
+
+    The jobs get SIGINT, as from Ctrl-C: one training stops at the end of its step, its
+    run KILLED; the processes that started them (submitit's controllers) then end too."""
+    if os.name != "posix":
+        return  # no `ps`: what the launcher started is left as it is
+    launched = _processes_naming(folder, os.getpid())
+    for pid in launched.keys() - set(launched.values()):  # not a parent of another: a job
+        with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+            os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + 10
+    while (left := launched.keys() & _processes_naming(folder).keys()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _processes_naming(folder: str, ancestor: int | None = None) -> dict[int, int]:
+    """Live processes other than this one whose command line names `folder` (and, given an
+    ancestor, that descend from it): pid -> parent pid. A process that ended is no longer
+    named: `ps` shows the leftover entry of one not yet reaped as `<defunct>`."""
+    listing = subprocess.run(["ps", "-A", "-ww", "-o", "pid=,ppid=,args="], capture_output=True, text=True).stdout
+    parents, named = {}, []
+    for line in listing.splitlines():
+        pid, ppid, args = (line.split(None, 2) + [""])[:3]
+        parents[int(pid)] = int(ppid)
+        if folder in args and int(pid) != os.getpid():
+            named.append(int(pid))
+
+    def descends(pid: int) -> bool:
+        while pid in parents and pid != ancestor:
+            pid = parents[pid]
+        return pid == ancestor
+
+    return {pid: parents[pid] for pid in named if ancestor is None or descends(pid)}
 
 
 def _listed(value) -> str:

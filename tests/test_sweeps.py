@@ -1,12 +1,19 @@
 """Real Hydra multiruns through the real launchers and sweepers: one MLflow parent per
-sweep, each job its child, the report on the parent, and re-runs that skip done jobs."""
+sweep, each job its child, the report on the parent, re-runs that skip done jobs, and
+Ctrl-C or SIGTERM that stop a sweep with nothing left RUNNING and no process left behind."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 from mlflow import MlflowClient
 
+from src import PROJECT_ROOT, tracking
 from tests.conftest import run_train, store_uri
 
 SMALL = ["data=iris", "trainer.max_epochs=1", "callbacks=none"]
@@ -128,3 +135,118 @@ def test_optuna_sweep_gets_the_objective_of_each_trial(mlruns):
     sweep_dir = Path(parents[0].data.tags["triad.sweep_dir"])
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())["best_value"]
     assert best == pytest.approx(max(r.data.metrics["val/acc_best"] for r in children))
+
+
+# ---------------------------------------------------------------- stopping a sweep
+
+# Job 0 trains one epoch and finishes; job 1 trains on until the signal stops it.
+ONE_DONE_ONE_TRAINING = ["data=iris", "callbacks=none", "seed=0", "trainer.max_epochs=1,500"]
+LAUNCHERS = {
+    "basic": [],  # the jobs run one after another in the sweep's own process
+    "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],  # in loky worker processes
+    "submitit_local": ["hydra/launcher=submitit_local"],  # each in a process of its own
+}
+
+
+def start_sweep(args: list[str], mlruns: Path, log: Path) -> subprocess.Popen:
+    """`python -m src.train -m <args>` in the background, in a process group of its own as a
+    shell starts a command: os.killpg then reaches it and every process it started, as Ctrl-C does."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "src.train", "-m", f"paths.mlruns_dir={mlruns}", *args],
+        cwd=PROJECT_ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def wait_for_jobs(process: subprocess.Popen, mlruns: Path, statuses: set[str]) -> None:
+    """Poll the store until the sweep's parent run exists and its children have these statuses
+    (among others); fail if the sweep ends first."""
+    client = tracking.client_for(store_uri(mlruns))  # under the store's lock: never races its creation
+    while True:
+        assert process.poll() is None, f"the sweep ended (exit {process.returncode}) before it could be stopped"
+        experiment = client.get_experiment_by_name("triad")
+        if experiment is not None:
+            runs = client.search_runs([experiment.experiment_id])
+            jobs = [r.info.status for r in runs if "mlflow.parentRunId" in r.data.tags]
+            if len(jobs) < len(runs) and statuses <= set(jobs):  # the parent exists, and these jobs
+                return
+        time.sleep(0.2)
+
+
+def survivors(mlruns: Path, group: int) -> list[str]:
+    """Live processes of a sweep: in its process group, or naming its folder on their command
+    line (loky's workers name nothing: the group finds them)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state, _, pgrp = (proc / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue  # it ended meanwhile
+        if state != "Z" and (int(pgrp) == group or str(mlruns) in command):
+            found.append(f"{proc.name}: {command}")
+    return found
+
+
+def check_nothing_left(mlruns: Path, group: int) -> None:
+    """No process of the sweep is alive a few seconds after it exited."""
+    deadline = time.monotonic() + 5
+    while (left := survivors(mlruns, group)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, "processes outlived the sweep:\n" + "\n".join(left)
+
+
+def stop_sweep(process: subprocess.Popen, stop: int, log: Path) -> None:
+    """Ctrl-C as a terminal sends it (SIGINT to the whole process group), SIGTERM as `kill`
+    sends it (to the main process alone); the sweep exits 128 + the signal."""
+    if stop == signal.SIGINT:
+        os.killpg(process.pid, stop)
+    else:
+        process.send_signal(stop)
+    returncode = process.wait(timeout=180)
+    assert returncode == 128 + stop, log.read_text()[-3000:]
+
+
+@pytest.fixture
+def sweeps():
+    """Kills, after the test, whatever a stopped sweep left behind (a failing test must not
+    leave processes training)."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for process in started:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("launcher", list(LAUNCHERS))
+def test_a_stopped_sweep_leaves_nothing_running(launcher, stop, tmp_path, sweeps):
+    mlruns, log = tmp_path / "mlruns", tmp_path / "sweep.log"
+    process = start_sweep([*LAUNCHERS[launcher], *ONE_DONE_ONE_TRAINING], mlruns, log)
+    sweeps.append(process)
+    wait_for_jobs(process, mlruns, {"FINISHED", "RUNNING"})
+    stop_sweep(process, stop, log)
+    check_nothing_left(mlruns, process.pid)
+    client, [parent], children = sweep_record(mlruns)
+    assert parent.info.status == "KILLED"
+    assert sorted(r.info.status for r in children) == ["FINISHED", "KILLED"]
+    # the report of what finished, as when a job fails
+    assert "report/report.md" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+
+
+@pytest.mark.slow
+def test_sigterm_before_the_first_job_ends_the_sweep_killed(tmp_path, sweeps):
+    # The basic launcher runs the jobs in the sweep's process: here the first one is still
+    # importing, before any handler of train() is set.
+    mlruns, log = tmp_path / "mlruns", tmp_path / "sweep.log"
+    process = start_sweep(ONE_DONE_ONE_TRAINING, mlruns, log)
+    sweeps.append(process)
+    wait_for_jobs(process, mlruns, set())
+    stop_sweep(process, signal.SIGTERM, log)
+    check_nothing_left(mlruns, process.pid)
+    client, [parent], children = sweep_record(mlruns)
+    assert parent.info.status == "KILLED"
+    assert all(r.info.status == "KILLED" for r in children)
