@@ -49,7 +49,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     from src import tracking
 
     if cfg.logger:
-        tracking.check_reachable(cfg.logger.tracking_uri)
+        tracking.check_store(cfg.logger.tracking_uri, existing=bool(cfg.run_id))
     import pytorch_lightning as pl
 
     from src.train import build

@@ -104,7 +104,7 @@ def train(cfg: DictConfig) -> float | None:
 
     console.quiet_libraries()
     if cfg.logger:
-        tracking.check_reachable(cfg.logger.tracking_uri)  # before any work
+        tracking.check_store(cfg.logger.tracking_uri)  # before any work
     sweep_safe_strategy(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     recovery.stop_on_sigterm()

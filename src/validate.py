@@ -5,6 +5,7 @@ gate (src/gate.py) imports the modules the config's targets name.
 
 import difflib
 import math
+import tempfile
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -318,7 +319,8 @@ def override_problems(args: list[str], conf_dir: Path, config_name: str = "train
     """Options and keys of command-line overrides that do not exist, all of them
     (Hydra itself stops at the first), each with the close matches. A `+key` must
     be new, and under a built object (trainer, model, ...) an argument it takes.
-    And Hydra's callbacks through the gate (Hydra builds them before any job starts)."""
+    And what Hydra does before any job starts, where it fails with a traceback:
+    building its callbacks (through the gate) and creating the output folder."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -361,7 +363,35 @@ def override_problems(args: list[str], conf_dir: Path, config_name: str = "train
         problems += _key_problems(cfg, conf_dir, key, adding=False)
     for key in added:
         problems += _key_problems(cfg, conf_dir, key, adding=True)
-    return problems + target_problems(cfg.hydra.get("callbacks") or {}, "hydra.callbacks")
+    problems += target_problems(cfg.hydra.get("callbacks") or {}, "hydra.callbacks")
+    if problems:
+        return problems
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    single = [o.input_line for o in overrides if not o.is_sweep_override()]  # sweeps vary no folder
+    return output_problems(conf_dir, config_name, single, multirun)
+
+
+def output_problems(conf_dir: Path, config_name: str, overrides: list[str], multirun: bool) -> list[str]:
+    """Whether Hydra can create the output folder: the nearest folder on its way that
+    exists must take a new file (tried, so that a read-only mount counts, for root too)."""
+    from hydra import compose, initialize_config_dir
+
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+        folder = Path(OmegaConf.select(cfg, key))
+    except Exception:
+        return []  # Hydra's own message says what does not compose or resolve
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        return [f"{key}={folder}: cannot write into {existing} ({error.strerror}); Hydra puts the run's "
+                "outputs there. Make it writable, or set paths.mlruns_dir (outputs and the store) to a "
+                "writable folder."]
+    return []
 
 
 def _key_problems(cfg: DictConfig, conf_dir: Path, key: str, adding: bool) -> list[str]:

@@ -1,0 +1,81 @@
+"""Issue 14, item 7: inputs that cannot work are refused before any run is created
+(exit 2, one message naming the key or file, the bad value and what would work, no
+traceback, nothing in the store); what can only fail later (a full disk) ends the
+run FAILED with one line on the console and the traceback in the run's error.txt.
+Real commands in subprocesses, real checkpoints, stores and (where the sandbox
+allows mounting) real full and read-only file systems.
+"""
+
+import contextlib
+import importlib.util
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_train, store_uri
+
+TINY = ["data=iris", "trainer.max_epochs=1", "callbacks=none"]
+
+
+def refused(result: subprocess.CompletedProcess, *names: str) -> None:
+    """Exit 2, each of names in the message, no traceback."""
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-3000:]
+    for name in names:
+        assert name in result.stderr, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------- stores and folders
+
+
+@pytest.mark.slow
+def test_a_store_file_that_is_no_database_is_refused_and_left_alone(mlruns):
+    store = mlruns / "mlflow.db"
+    store.write_text("notes, not a database\n")
+    result = run_train(TINY, mlruns, check=False)
+    refused(result, f"{store} is not an SQLite database", "Move that file away")
+    assert store.read_text() == "notes, not a database\n"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("psycopg") is not None, reason="psycopg is installed")
+def test_a_postgresql_store_without_its_driver_is_refused_without_its_password(mlruns):
+    uri = "postgresql://triad:pw-4e1f9a@localhost:5432/mlflow"
+    result = run_train(TINY, mlruns, env={"MLFLOW_TRACKING_URI": uri}, check=False)
+    refused(result, "postgresql://triad:***@localhost:5432/mlflow", "driver is not installed", "pip install")
+    assert "pw-4e1f9a" not in result.stdout + result.stderr
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, options: str):
+    """A real tmpfs mounted at path (size-limited or read-only); skipped where the
+    sandbox does not allow mounting (it needs root, CAP_SYS_ADMIN)."""
+    path.mkdir(parents=True, exist_ok=True)
+    mount = shutil.which("mount")
+    result = subprocess.run([mount, "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                            capture_output=True, text=True) if mount else None
+    if result is None or result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip() if result else 'no mount command'}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+@pytest.mark.slow
+def test_a_read_only_mlruns_is_refused_naming_it(tmp_path):
+    with tmpfs(tmp_path / "mlruns", "size=1m,ro") as mlruns:
+        result = run_train(TINY, mlruns, check=False)
+    refused(result, f"cannot write into {mlruns} (Read-only file system)", "paths.mlruns_dir")
+
+
+@pytest.mark.slow
+def test_a_read_only_store_folder_is_refused_where_the_store_is_opened(tmp_path):
+    # The outputs elsewhere: the store itself is what cannot be written.
+    with tmpfs(tmp_path / "mlruns", "size=1m,ro") as mlruns:
+        result = run_train([*TINY, f"hydra.run.dir={tmp_path / 'outputs'}"], mlruns, check=False)
+    refused(result, f"logger.tracking_uri={store_uri(mlruns)}", "is not writable (Read-only file system)",
+            "Make it writable")
+    assert not list((tmp_path / "outputs").rglob("*.ckpt"))
