@@ -46,7 +46,7 @@ def recorded(cfg: DictConfig, folder: str):
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the recorded model; record and return its test metrics."""
-    from src import tracking
+    from src import preflight, tracking
 
     if cfg.logger:
         tracking.check_store(cfg.logger.tracking_uri, existing=bool(cfg.run_id))
@@ -60,6 +60,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             run_cfg.data = cfg.data
         pl.seed_everything(run_cfg.seed, workers=True, verbose=False)
         datamodule, module = build(run_cfg, {})
+        if problems := preflight.checkpoint_problems(str(ckpt_path), module, {}):
+            raise ConfigError(problems)
         # One device, so that every test example counts once (DDP pads its shards).
         trainer = gate.instantiate(
             run_cfg.trainer, accelerator=cfg.accelerator, devices=1, num_nodes=1, strategy="auto",

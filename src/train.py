@@ -30,6 +30,7 @@ from src.validate import (
 def build(cfg: DictConfig, choices: dict[str, str], changed: set[str] = frozenset()):
     """The data module (set up) and the LightningModule sized by its DataSpec.
     With no loss chosen (loss: null), the data's task picks it, into cfg and choices."""
+    from src import preflight
     from src.gate import instantiate
     from src.module import ExperimentModule
 
@@ -39,7 +40,9 @@ def build(cfg: DictConfig, choices: dict[str, str], changed: set[str] = frozense
     if cfg.get("loss") is None:
         use_task_loss(cfg, choices, spec.task)
     check_loaded_data(choices, spec.input_kind, spec.task, changed)  # the user's file may decide the task
-    net = instantiate(cfg.model)(**spec.model_dims())
+    make_net = instantiate(cfg.model)
+    preflight.check_model_fits(make_net, spec, cfg.model, choices.get("model"))  # before it allocates
+    net = make_net(**spec.model_dims())
     optimizer = instantiate(cfg.optimizer)
     scheduler = instantiate(cfg.scheduler) if cfg.scheduler else None
     return datamodule, ExperimentModule(net, instantiate(cfg.loss), optimizer, scheduler, spec, cfg.objective)
@@ -97,7 +100,7 @@ def train(cfg: DictConfig) -> float | None:
     import pytorch_lightning as pl
     import torch
 
-    from src import console, recovery, sweep, tracking
+    from src import console, preflight, recovery, sweep, tracking
     from src.callbacks import StepTimer
     from src.gate import instantiate
     from src.module import objective_of
@@ -116,6 +119,7 @@ def train(cfg: DictConfig) -> float | None:
         recorded = sweep.reuse_finished(cfg)
         if recorded is not None:
             return recorded
+    preflight.check_before_run(cfg, datamodule.spec, module, choices)  # refused now, not a FAILED run later
     console.print_config(cfg, choices)
     spec, num_params = datamodule.spec, sum(p.numel() for p in module.net.parameters())
     objective, mode = objective_of(cfg.objective, spec.task)

@@ -161,7 +161,7 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _one_of(value, options) -> str:
+def one_of(value, options) -> str:
     """'use one of a, b. Did you mean a?' for a value that is none of the options."""
     close = difflib.get_close_matches(str(value), [str(o) for o in options], n=1)
     hint = f" Did you mean {close[0]}?" if close else ""
@@ -196,14 +196,14 @@ def value_problems(cfg: DictConfig) -> list[str]:
         check(key, lambda v: _is_int(v) and v >= 1, "must be an integer >= 1.")
     for key in ("model.num_layers", "model.head_hidden_size"):
         check(key, lambda v: _is_int(v) and v >= 0, "must be an integer >= 0.")
-    check("model.activation", lambda v: v in ACTIVATIONS, _one_of(cfg.model.get("activation"), ACTIVATIONS))
+    check("model.activation", lambda v: v in ACTIVATIONS, one_of(cfg.model.get("activation"), ACTIVATIONS))
     check("model.pooling", lambda v: v in POOLINGS, f"use one of {', '.join(POOLINGS)}.")
     d_model, heads = cfg.model.get("d_model"), cfg.model.get("num_heads")
     if _is_int(d_model) and _is_int(heads) and heads >= 1 and d_model % heads:
         problems.append(f"model.d_model={d_model} is not divisible by model.num_heads={heads}: "
                         f"use a num_heads that divides it, e.g. {max(h for h in range(1, heads + 1) if d_model % h == 0)}.")
     check("trainer.max_epochs", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1.")
-    check("trainer.precision", lambda v: str(v) in PRECISIONS, _one_of(cfg.trainer.get("precision"), PRECISIONS))
+    check("trainer.precision", lambda v: str(v) in PRECISIONS, one_of(cfg.trainer.get("precision"), PRECISIONS))
     check("trainer.accelerator", lambda v: v in ACCELERATORS, f"use one of {', '.join(ACCELERATORS)}.")
     check("trainer.devices", _is_devices, "use a number of devices >= 1, -1 or 'auto' (all there are), "
           "or a list of device indices, e.g. [0, 1].")
@@ -347,7 +347,7 @@ def override_problems(args: list[str], conf_dir: Path, config_name: str = "train
                 continue
             wrong = [v for v in values if v is not None and str(v) not in options]
             for value in wrong:
-                problems.append(f"{key}={value}: no such option in conf/{key}/; {_one_of(value, options)}")
+                problems.append(f"{key}={value}: no such option in conf/{key}/; {one_of(value, options)}")
             if not wrong and values:
                 composable.append(f"{'+' if override.is_add() else ''}{key}={values[0]}")
         elif override.is_add():

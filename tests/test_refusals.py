@@ -13,8 +13,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
-from tests.conftest import run_train, store_uri
+from tests.conftest import compose_config, run_train, store_uri
 
 TINY = ["data=iris", "trainer.max_epochs=1", "callbacks=none"]
 
@@ -79,3 +80,51 @@ def test_a_read_only_store_folder_is_refused_where_the_store_is_opened(tmp_path)
     refused(result, f"logger.tracking_uri={store_uri(mlruns)}", "is not writable (Read-only file system)",
             "Make it writable")
     assert not list((tmp_path / "outputs").rglob("*.ckpt"))
+
+
+# ---------------------------------------------------------------- after the data and the model
+
+
+@pytest.fixture(scope="module")
+def not_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """Files given as ckpt_path to an mlp run: text, a checkpoint cut short, and a
+    transformer's real checkpoint (trained here, one epoch)."""
+    from src.train import train
+
+    folder = tmp_path_factory.mktemp("checkpoints")
+    train(compose_config([*TINY, "model=transformer", "logger=none"], folder))
+    [transformer] = folder.glob("outputs/checkpoints/best.ckpt")
+    (folder / "notes.ckpt").write_text("not a checkpoint\n")
+    (folder / "cut.ckpt").write_bytes(transformer.read_bytes()[:2000])
+    return {"text": folder / "notes.ckpt", "cut": folder / "cut.ckpt", "transformer": transformer}
+
+
+# (overrides, what the message must name: the key or file and value, and the fix)
+REFUSED = {
+    "text as ckpt_path": (["ckpt_path={text}"], ["ckpt_path='{text}'", "not a checkpoint torch can read",
+                                                  "checkpoints/best.ckpt"]),
+    "cut checkpoint": (["ckpt_path={cut}"], ["ckpt_path='{cut}'", "not a checkpoint torch can read", "or null"]),
+    "transformer's checkpoint to mlp": (["ckpt_path={transformer}"], [
+        "ckpt_path='{transformer}'", "do not fit model=mlp data=iris", "net.layers.0.weight", "same model and data"]),
+    "objective never logged": (["objective=val/nonexistent"], ["objective='val/nonexistent'", "val/acc, val/f1"]),
+    "strategy unknown": (["trainer.strategy=bogus"], ["trainer.strategy='bogus'", "ddp_spawn"]),
+    "model too large": (["model.hidden_size=2000000", "model.num_layers=4"], [
+        "model=mlp is too large", "of memory is available", "model.hidden_size=2000000, model.num_layers=4"]),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", REFUSED)
+def test_a_bad_input_is_refused_before_any_run(name, not_checkpoints, mlruns):
+    overrides, names = REFUSED[name]
+    result = run_train([*TINY, *(o.format(**not_checkpoints) for o in overrides)], mlruns, check=False)
+    refused(result, *(n.format(**not_checkpoints) for n in names))
+    assert not (mlruns / "mlflow.db").exists()  # no run, not even a FAILED one
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="this machine has a GPU")
+def test_a_gpu_run_without_a_gpu_is_refused(mlruns):
+    result = run_train([*TINY, "trainer.accelerator=gpu"], mlruns, check=False)
+    refused(result, "trainer.accelerator='gpu'", "no GPU", "trainer.accelerator=cpu")
+    assert not (mlruns / "mlflow.db").exists()
