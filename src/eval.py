@@ -28,8 +28,16 @@ def recorded(cfg: DictConfig, folder: str):
 
         if not cfg.logger:
             raise ConfigError(["run_id needs logger=mlflow: the run is read from the tracking store."])
+        from mlflow.exceptions import MlflowException
+
         client = MlflowClient(cfg.logger.tracking_uri)
-        original = client.get_run(cfg.run_id)
+        try:
+            original = client.get_run(cfg.run_id)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            raise ConfigError([f"run_id={cfg.run_id!r}: no such run in {cfg.logger.tracking_uri}. Copy the id "
+                               "from the line 'MLflow run <id> ...' a training prints, or from the MLflow UI."]) from None
         run_cfg = OmegaConf.load(client.download_artifacts(cfg.run_id, "config.yaml", folder))
         gate.check_recorded(run_cfg, f"runs:/{cfg.run_id}/config.yaml")
         ckpt_path = cfg.ckpt_path or client.download_artifacts(cfg.run_id, "checkpoints/best.ckpt", folder)

@@ -8,13 +8,17 @@ allows mounting) real full and read-only file systems.
 
 import contextlib
 import importlib.util
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from mlflow import MlflowClient
 
+from src import PROJECT_ROOT, tracking
 from tests.conftest import compose_config, run_train, store_uri
 
 TINY = ["data=iris", "trainer.max_epochs=1", "callbacks=none"]
@@ -128,3 +132,46 @@ def test_a_gpu_run_without_a_gpu_is_refused(mlruns):
     result = run_train([*TINY, "trainer.accelerator=gpu"], mlruns, check=False)
     refused(result, "trainer.accelerator='gpu'", "no GPU", "trainer.accelerator=cpu")
     assert not (mlruns / "mlflow.db").exists()
+
+
+# ---------------------------------------------------------------- eval and compare
+
+
+def run_module(module: str, args: list[str]) -> subprocess.CompletedProcess:
+    """`python -m <module> <args>`, as a user runs it."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def store_with_a_run(mlruns) -> MlflowClient:
+    """A real store holding one finished run (recorded directly: no training needed)."""
+    client = tracking.client_for(store_uri(mlruns))
+    run = client.create_run(tracking.experiment_id(client, "triad", None))
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return client
+
+
+def all_runs(client: MlflowClient) -> list[str]:
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return [r.info.run_id for r in client.search_runs(experiments)]
+
+
+@pytest.mark.slow
+def test_eval_of_a_run_that_does_not_exist_is_refused(store_with_a_run, mlruns):
+    before = all_runs(store_with_a_run)
+    result = run_module("src.eval", ["run_id=doesnotexist", f"paths.mlruns_dir={mlruns}"])
+    refused(result, "run_id='doesnotexist': no such run", "Copy the id")
+    assert all_runs(store_with_a_run) == before
+
+
+@pytest.mark.parametrize("args,names", [
+    (["--sweep", "nonsense"], ["--sweep nonsense: no sweep with that id", "pass --filter"]),
+    (["--filter", "params.data == iris"], ["--filter params.data == iris: MLflow cannot read it",
+                                           "params.data = 'iris'"]),
+], ids=["sweep", "filter"])
+def test_compare_refuses_a_bad_sweep_or_filter(args, names, store_with_a_run, mlruns):
+    result = run_module("src.compare", ["--tracking-uri", store_uri(mlruns), "--out", str(mlruns / "report"), *args])
+    refused(result, *names)
+    assert not (mlruns / "report").exists()
