@@ -15,6 +15,7 @@ import tempfile
 import threading
 import traceback
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from contextlib import closing, contextmanager
@@ -429,12 +430,32 @@ def run_status(client: MlflowClient | None, run_id: str | None, finish: bool = T
 
 
 def _end(client: MlflowClient, run_id: str, status: str, error: BaseException | None) -> None:
+    saved_to = None
     if error is not None:
         try:
             client.log_text(run_id, "".join(traceback.format_exception(error)), "error.txt")
+            saved_to = _error_file(client, run_id)
         except Exception:
             pass  # the status matters more than the traceback
     client.set_terminated(run_id, status)
+    if saved_to:
+        setattr(error, RECORDED_IN, f"run {run_id} {status}; its traceback is in {saved_to}")
+
+
+# The attribute that an error which ended a run gets once the run has recorded it.
+RECORDED_IN = "triad_recorded_in"
+
+
+def where_recorded(error: BaseException) -> str | None:
+    """'run <id> FAILED; its traceback is in <error.txt>' for an error that a run
+    recorded with its traceback; None otherwise (then the console is its only record)."""
+    return getattr(error, RECORDED_IN, None)
+
+
+def _error_file(client: MlflowClient, run_id: str) -> str:
+    """Where the run's error.txt is: a local path when the artifacts are local files."""
+    uri = f"{client.get_run(run_id).info.artifact_uri}/error.txt"
+    return urllib.request.url2pathname(urllib.parse.urlparse(uri).path) if uri.startswith("file:") else uri
 
 
 def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int) -> None:

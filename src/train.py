@@ -230,12 +230,22 @@ def main(cfg: DictConfig) -> float | None:
         raise
     except Exception as error:
         from src.recovery import Diverged  # imported by train() if it raised one
+        from src.tracking import where_recorded
 
-        if not isinstance(error, Diverged) or HydraConfig.get().mode == RunMode.MULTIRUN:
+        # A run that failed keeps the traceback in its error.txt: one line here says what
+        # happened and where that file is. Without a run that recorded it (an error before
+        # the run, or a store that could not take it) the traceback is printed, its only record.
+        recorded = where_recorded(error)
+        if recorded is None or HydraConfig.get().mode == RunMode.MULTIRUN:
             raise
-        # The run is FAILED with the traceback in its error.txt; the message says what to try.
-        print(error, file=sys.stderr)
+        message = str(error) if isinstance(error, Diverged) else f"{type(error).__name__}: {first_line(error)}"
+        print(f"{message} ({recorded})", file=sys.stderr)
         sys.exit(1)
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "(no message)"
 
 
 def print_help(conf_dir) -> None:

@@ -175,3 +175,23 @@ def test_compare_refuses_a_bad_sweep_or_filter(args, names, store_with_a_run, ml
     result = run_module("src.compare", ["--tracking-uri", store_uri(mlruns), "--out", str(mlruns / "report"), *args])
     refused(result, *names)
     assert not (mlruns / "report").exists()
+
+
+# ---------------------------------------------------------------- a failure mid-run
+
+
+@pytest.mark.slow
+def test_a_full_disk_mid_run_fails_the_run_with_one_line_and_the_traceback_in_error_txt(tmp_path):
+    mlruns = tmp_path / "mlruns"
+    # The checkpoints' disk (64 KB) fills at the first checkpoint; the store's has room.
+    with tmpfs(tmp_path / "outputs", "size=64k") as outputs:
+        result = run_train([*TINY, f"hydra.run.dir={outputs}"], mlruns, check=False)
+    assert result.returncode == 1, result.stderr[-3000:]
+    [line] = result.stderr.strip().splitlines()
+    assert "No space left on device" in line and "FAILED; its traceback is in" in line
+    assert "Traceback" not in result.stderr
+    client = MlflowClient(store_uri(mlruns))
+    [run] = client.search_runs([client.get_experiment_by_name("triad").experiment_id])
+    assert run.info.status == "FAILED" and run.info.run_id in line
+    error_txt = Path(line.rsplit("its traceback is in ", 1)[1].rstrip(")"))
+    assert error_txt.is_file() and "Traceback" in error_txt.read_text()
