@@ -19,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from rich.console import Console
 from rich.table import Table
 
-from src import PROJECT_ROOT, stats
+from src import PROJECT_ROOT, stats, tracking
+from src.validate import ConfigError
 
 # Params recorded on every run that follow from others (sizes), never compared on their own.
 DERIVED = ("seed", "model.num_params", "data.train_size", "compare.scientific", "compare.nuisance")
@@ -33,6 +35,17 @@ def sweep_runs(client: MlflowClient, parent_id: str) -> list:
     parent = client.get_run(parent_id)
     query = f"tags.`mlflow.parentRunId` = '{parent_id}'"
     return client.search_runs([parent.info.experiment_id], query, order_by=["attributes.start_time ASC"])
+
+
+def sweep_parent(client: MlflowClient, run_id: str):
+    """The sweep's parent run of that id, or None where no run (or no sweep's parent) has it."""
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return None
+    return run if run.data.tags.get("triad.sweep") == "parent" else None
 
 
 def latest_parent(client: MlflowClient, experiment_ids: list[str]):
@@ -281,19 +294,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="folder for report.md and the PNGs")
     args = parser.parse_args(argv)
 
+    # Bad arguments end as argparse's own do: the usage, the message, exit status 2.
+    try:
+        tracking.check_store(args.tracking_uri, key="--tracking-uri", existing=True)
+    except ConfigError as error:
+        parser.error(error.problems[0])
     client = MlflowClient(args.tracking_uri)
     experiment = client.get_experiment_by_name(args.experiment)
     if experiment is None:
-        raise SystemExit(f"No experiment '{args.experiment}' in {args.tracking_uri}.")
+        parser.error(f"--experiment {args.experiment}: no such experiment in {args.tracking_uri}.")
     parent = None
     if args.filter:
-        found = client.search_runs([experiment.experiment_id], args.filter)
+        try:
+            found = client.search_runs([experiment.experiment_id], args.filter)
+        except MlflowException as error:
+            parser.error(f"--filter {args.filter}: MLflow cannot read it ({error.message}). "
+                         "E.g. --filter \"params.data = 'iris' and metrics.`val/acc_best` > 0.9\".")
         runs = [r for r in found if r.data.tags.get("triad.sweep") != "parent"]
     else:
-        parent = client.get_run(args.sweep) if args.sweep else latest_parent(client, [experiment.experiment_id])
+        parent = sweep_parent(client, args.sweep) if args.sweep else latest_parent(client, [experiment.experiment_id])
         if parent is None:
-            raise SystemExit(f"No sweep in experiment '{args.experiment}': run one (python -m src.train -m ...) "
-                             "or pass --filter.")
+            parser.error(f"{f'--sweep {args.sweep}: no sweep with that id' if args.sweep else 'no sweep'} "
+                         f"in experiment '{args.experiment}'. Give a sweep's id (the id of its parent run, "
+                         "tagged triad.sweep=parent), run one (python -m src.train -m ...) or pass --filter.")
         runs = sweep_runs(client, parent.info.run_id)
     out = args.out
     if out is None:

@@ -28,8 +28,16 @@ def recorded(cfg: DictConfig, folder: str):
 
         if not cfg.logger:
             raise ConfigError(["run_id needs logger=mlflow: the run is read from the tracking store."])
+        from mlflow.exceptions import MlflowException
+
         client = MlflowClient(cfg.logger.tracking_uri)
-        original = client.get_run(cfg.run_id)
+        try:
+            original = client.get_run(cfg.run_id)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            raise ConfigError([f"run_id={cfg.run_id!r}: no such run in {cfg.logger.tracking_uri}. Copy the id "
+                               "from the line 'MLflow run <id> ...' a training prints, or from the MLflow UI."]) from None
         run_cfg = OmegaConf.load(client.download_artifacts(cfg.run_id, "config.yaml", folder))
         gate.check_recorded(run_cfg, f"runs:/{cfg.run_id}/config.yaml")
         ckpt_path = cfg.ckpt_path or client.download_artifacts(cfg.run_id, "checkpoints/best.ckpt", folder)
@@ -46,10 +54,10 @@ def recorded(cfg: DictConfig, folder: str):
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the recorded model; record and return its test metrics."""
-    from src import tracking
+    from src import preflight, tracking
 
     if cfg.logger:
-        tracking.check_reachable(cfg.logger.tracking_uri)
+        tracking.check_store(cfg.logger.tracking_uri, existing=bool(cfg.run_id))
     import pytorch_lightning as pl
 
     from src.train import build
@@ -60,6 +68,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             run_cfg.data = cfg.data
         pl.seed_everything(run_cfg.seed, workers=True, verbose=False)
         datamodule, module = build(run_cfg, {})
+        if problems := preflight.checkpoint_problems(str(ckpt_path), module, {}):
+            raise ConfigError(problems)
         # One device, so that every test example counts once (DDP pads its shards).
         trainer = gate.instantiate(
             run_cfg.trainer, accelerator=cfg.accelerator, devices=1, num_nodes=1, strategy="auto",

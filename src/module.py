@@ -100,6 +100,12 @@ def metric_names(spec: DataSpec, stage: str) -> list[str]:
     return [f"{stage}/loss", *(f"{stage}/{name}" for name in names)]
 
 
+def monitorable_metrics(spec: DataSpec) -> list[str]:
+    """What an objective can watch: every validation metric, and the training loss and
+    its parts (training_step logs no other metric)."""
+    return [*metric_names(spec, "val"), *(f"train/{name}" for name in ("loss", *loss_part_names(spec.task)))]
+
+
 def predictions(output: torch.Tensor, task: str) -> torch.Tensor:
     """The model's output in the form the task's metrics read."""
     if task == "binary":

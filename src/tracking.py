@@ -11,12 +11,14 @@ import os
 import signal
 import sqlite3
 import subprocess
+import tempfile
 import threading
 import traceback
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -150,23 +152,87 @@ def is_global_rank_zero() -> bool:
     return all(int(os.environ.get(name, 0)) == 0 for name in ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK"))
 
 
-def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
-    """Fail at once, naming the URI, when a tracking server does not answer: MLflow's
-    own client retries for minutes, and only after the data is loaded."""
-    if not tracking_uri.startswith(("http://", "https://")):
-        return
+def check_store(tracking_uri: str, key: str = "logger.tracking_uri", existing: bool = False) -> None:
+    """Refuse, naming the store and the fix, a store that cannot take a run, before
+    any work: a server that does not answer (MLflow's client retries for minutes), an
+    SQLite file that is no database or a folder that is read-only, a database whose
+    driver is not installed. existing=True: the store must be there already (reading
+    runs from a new, empty one would only create it)."""
     from src.validate import ConfigError
 
+    shown, problem = tracking_uri, None
+    if tracking_uri.startswith(("http://", "https://")):
+        problem = _server_problem(tracking_uri)
+    elif tracking_uri.startswith("sqlite:///"):
+        elsewhere = "or pass another --tracking-uri." if key.startswith("--") else ELSEWHERE
+        problem = _sqlite_problem(Path(tracking_uri.removeprefix("sqlite:///")), existing, elsewhere)
+    elif tracking_uri.split(":", 1)[0].split("+")[0] in DATABASES:
+        shown, problem = _driver_problem(tracking_uri)
+    if problem:
+        raise ConfigError([f"{key}={shown}: {problem}"])
+
+
+def _server_problem(tracking_uri: str, timeout: float = 5.0) -> str | None:
     try:
         with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout) as answer:
             answer.read()
     except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise ConfigError([
-            f"logger.tracking_uri={tracking_uri}: no MLflow server answers there ({reason}). "
-            "Start it (README, 'Team tracking server'), or point MLFLOW_TRACKING_URI / "
-            "logger.tracking_uri at a reachable store; unset it for the local SQLite store."
-        ]) from None
+        return (f"no MLflow server answers there ({getattr(error, 'reason', error)}). Start it (README, "
+                "'Team tracking server'), or point MLFLOW_TRACKING_URI / logger.tracking_uri at a reachable "
+                "store; unset it for the local SQLite store.")
+    return None
+
+
+ELSEWHERE = "or set paths.mlruns_dir (or MLFLOW_TRACKING_URI) to another place for the store."
+
+
+def _sqlite_problem(path: Path, existing: bool, elsewhere: str) -> str | None:
+    """SQLite writes the file and, beside it, its journal: both need a writable folder."""
+    if existing and not path.exists():
+        return f"no store at {path} (nothing was recorded there). Point it at the store that holds the runs."
+    folder = next(p for p in (path.parent, *path.parents) if p.exists())  # the store's, or where it will be
+    try:
+        with tempfile.TemporaryFile(dir=folder):  # tried, so that a read-only mount counts, for root too
+            pass
+    except OSError as error:
+        return f"{folder} is not writable ({error.strerror}). Make it writable, {elsewhere}"
+    if not path.exists():
+        return None
+    # Never open() the file itself: closing any descriptor of it drops the SQLite locks this
+    # process holds on it (a sweep's parent run is open here), so SQLite's own reader is used.
+    if not os.access(path, os.W_OK):
+        return f"{path} is read-only. Make it writable, {elsewhere}"
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as connection:
+            connection.execute("PRAGMA schema_version")  # reads the header: fails on any other file
+    except sqlite3.DatabaseError as error:
+        return f"{path} is not an SQLite database ({error}). Move that file away, {elsewhere}"
+    return None
+
+
+# The databases MLflow keeps runs in through SQLAlchemy (besides SQLite), and the
+# pip names of drivers whose module is named otherwise.
+DATABASES = ("postgresql", "mysql", "mssql")
+DRIVER_PACKAGES = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient"}
+
+
+def _driver_problem(tracking_uri: str) -> tuple[str, str | None]:
+    """(the URI without its password, whether SQLAlchemy's driver for it is missing):
+    the same import SQLAlchemy makes when MLflow opens the store."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        url = make_url(tracking_uri)
+        shown = url.render_as_string(hide_password=True)
+        url.get_dialect().import_dbapi()
+    except (ArgumentError, NoSuchModuleError):
+        return tracking_uri, None  # not a URI SQLAlchemy reads: MLflow's own message says why
+    except ImportError as error:
+        package = DRIVER_PACKAGES.get(error.name, error.name)
+        return shown, (f"its database driver is not installed (no module {error.name!r}). Install it "
+                       f"(pip install {package}), or use a sqlite:/// store or an http:// tracking server.")
+    return shown, None
 
 
 @dataclass
@@ -364,12 +430,32 @@ def run_status(client: MlflowClient | None, run_id: str | None, finish: bool = T
 
 
 def _end(client: MlflowClient, run_id: str, status: str, error: BaseException | None) -> None:
+    saved_to = None
     if error is not None:
         try:
             client.log_text(run_id, "".join(traceback.format_exception(error)), "error.txt")
+            saved_to = _error_file(client, run_id)
         except Exception:
             pass  # the status matters more than the traceback
     client.set_terminated(run_id, status)
+    if saved_to:
+        setattr(error, RECORDED_IN, f"run {run_id} {status}; its traceback is in {saved_to}")
+
+
+# The attribute that an error which ended a run gets once the run has recorded it.
+RECORDED_IN = "triad_recorded_in"
+
+
+def where_recorded(error: BaseException) -> str | None:
+    """'run <id> FAILED; its traceback is in <error.txt>' for an error that a run
+    recorded with its traceback; None otherwise (then the console is its only record)."""
+    return getattr(error, RECORDED_IN, None)
+
+
+def _error_file(client: MlflowClient, run_id: str) -> str:
+    """Where the run's error.txt is: a local path when the artifacts are local files."""
+    uri = f"{client.get_run(run_id).info.artifact_uri}/error.txt"
+    return urllib.request.url2pathname(urllib.parse.urlparse(uri).path) if uri.startswith("file:") else uri
 
 
 def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int) -> None:

@@ -30,6 +30,7 @@ from src.validate import (
 def build(cfg: DictConfig, choices: dict[str, str], changed: set[str] = frozenset()):
     """The data module (set up) and the LightningModule sized by its DataSpec.
     With no loss chosen (loss: null), the data's task picks it, into cfg and choices."""
+    from src import preflight
     from src.gate import instantiate
     from src.module import ExperimentModule
 
@@ -39,7 +40,9 @@ def build(cfg: DictConfig, choices: dict[str, str], changed: set[str] = frozense
     if cfg.get("loss") is None:
         use_task_loss(cfg, choices, spec.task)
     check_loaded_data(choices, spec.input_kind, spec.task, changed)  # the user's file may decide the task
-    net = instantiate(cfg.model)(**spec.model_dims())
+    make_net = instantiate(cfg.model)
+    preflight.check_model_fits(make_net, spec, cfg.model, choices.get("model"))  # before it allocates
+    net = make_net(**spec.model_dims())
     optimizer = instantiate(cfg.optimizer)
     scheduler = instantiate(cfg.scheduler) if cfg.scheduler else None
     return datamodule, ExperimentModule(net, instantiate(cfg.loss), optimizer, scheduler, spec, cfg.objective)
@@ -97,14 +100,14 @@ def train(cfg: DictConfig) -> float | None:
     import pytorch_lightning as pl
     import torch
 
-    from src import console, recovery, sweep, tracking
+    from src import console, preflight, recovery, sweep, tracking
     from src.callbacks import StepTimer
     from src.gate import instantiate
     from src.module import objective_of
 
     console.quiet_libraries()
     if cfg.logger:
-        tracking.check_reachable(cfg.logger.tracking_uri)  # before any work
+        tracking.check_store(cfg.logger.tracking_uri)  # before any work
     sweep_safe_strategy(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     recovery.stop_on_sigterm()
@@ -116,6 +119,7 @@ def train(cfg: DictConfig) -> float | None:
         recorded = sweep.reuse_finished(cfg)
         if recorded is not None:
             return recorded
+    preflight.check_before_run(cfg, datamodule.spec, module, choices)  # refused now, not a FAILED run later
     console.print_config(cfg, choices)
     spec, num_params = datamodule.spec, sum(p.numel() for p in module.net.parameters())
     objective, mode = objective_of(cfg.objective, spec.task)
@@ -226,12 +230,22 @@ def main(cfg: DictConfig) -> float | None:
         raise
     except Exception as error:
         from src.recovery import Diverged  # imported by train() if it raised one
+        from src.tracking import where_recorded
 
-        if not isinstance(error, Diverged) or HydraConfig.get().mode == RunMode.MULTIRUN:
+        # A run that failed keeps the traceback in its error.txt: one line here says what
+        # happened and where that file is. Without a run that recorded it (an error before
+        # the run, or a store that could not take it) the traceback is printed, its only record.
+        recorded = where_recorded(error)
+        if recorded is None or HydraConfig.get().mode == RunMode.MULTIRUN:
             raise
-        # The run is FAILED with the traceback in its error.txt; the message says what to try.
-        print(error, file=sys.stderr)
+        message = str(error) if isinstance(error, Diverged) else f"{type(error).__name__}: {first_line(error)}"
+        print(f"{message} ({recorded})", file=sys.stderr)
         sys.exit(1)
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "(no message)"
 
 
 def print_help(conf_dir) -> None:

@@ -4,6 +4,8 @@ gate (src/gate.py) imports the modules the config's targets name.
 """
 
 import difflib
+import math
+import tempfile
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -151,14 +153,15 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite int or float: inf passes every `> 0` test and nan fails them all silently."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _one_of(value, options) -> str:
+def one_of(value, options) -> str:
     """'use one of a, b. Did you mean a?' for a value that is none of the options."""
     close = difflib.get_close_matches(str(value), [str(o) for o in options], n=1)
     hint = f" Did you mean {close[0]}?" if close else ""
@@ -174,8 +177,12 @@ def value_problems(cfg: DictConfig) -> list[str]:
         if value is not None and not ok(value):
             problems.append(f"{key}={value!r}: {need}")
 
-    check("seed", lambda v: _is_int(v) and v >= 0, "the seed must be an integer >= 0.")
-    check("optimizer.lr", lambda v: _is_number(v) and v > 0, "the learning rate must be a number > 0, e.g. 0.001.")
+    check("seed", lambda v: _is_int(v) and 0 <= v <= MAX_SEED, f"the seed must be an integer >= 0 and <= {MAX_SEED} "
+          "(what numpy's seeding takes).")
+    name = cfg.get("experiment_name")
+    if cfg.get("logger") and not (isinstance(name, str) and name.strip()):
+        problems.append(f"experiment_name={name!r}: MLflow needs a name for the experiment, e.g. experiment_name=triad.")
+    check("optimizer.lr", lambda v: _is_number(v) and v > 0, "the learning rate must be a number > 0 and finite, e.g. 0.001.")
     check("optimizer.weight_decay", lambda v: _is_number(v) and v >= 0, "must be a number >= 0.")
     check("optimizer.momentum", lambda v: _is_number(v) and 0 <= v < 1, "must be a number in [0, 1).")
     check("optimizer.betas", lambda v: isinstance(v, ListConfig | list | tuple) and len(v) == 2
@@ -189,15 +196,18 @@ def value_problems(cfg: DictConfig) -> list[str]:
         check(key, lambda v: _is_int(v) and v >= 1, "must be an integer >= 1.")
     for key in ("model.num_layers", "model.head_hidden_size"):
         check(key, lambda v: _is_int(v) and v >= 0, "must be an integer >= 0.")
-    check("model.activation", lambda v: v in ACTIVATIONS, _one_of(cfg.model.get("activation"), ACTIVATIONS))
+    check("model.activation", lambda v: v in ACTIVATIONS, one_of(cfg.model.get("activation"), ACTIVATIONS))
     check("model.pooling", lambda v: v in POOLINGS, f"use one of {', '.join(POOLINGS)}.")
     d_model, heads = cfg.model.get("d_model"), cfg.model.get("num_heads")
     if _is_int(d_model) and _is_int(heads) and heads >= 1 and d_model % heads:
         problems.append(f"model.d_model={d_model} is not divisible by model.num_heads={heads}: "
                         f"use a num_heads that divides it, e.g. {max(h for h in range(1, heads + 1) if d_model % h == 0)}.")
     check("trainer.max_epochs", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1.")
-    check("trainer.precision", lambda v: str(v) in PRECISIONS, _one_of(cfg.trainer.get("precision"), PRECISIONS))
+    check("trainer.precision", lambda v: str(v) in PRECISIONS, one_of(cfg.trainer.get("precision"), PRECISIONS))
     check("trainer.accelerator", lambda v: v in ACCELERATORS, f"use one of {', '.join(ACCELERATORS)}.")
+    check("trainer.devices", _is_devices, "use a number of devices >= 1, -1 or 'auto' (all there are), "
+          "or a list of device indices, e.g. [0, 1].")
+    check("trainer.num_nodes", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1.")
     check("trainer.gradient_clip_val", lambda v: _is_number(v) and v >= 0, "must be a number >= 0, or null.")
     check("trainer.log_every_n_steps", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1.")
     check("checkpoint_every_n_steps", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1.")
@@ -207,6 +217,7 @@ def value_problems(cfg: DictConfig) -> list[str]:
                         "(or give the checkpoint's path).")
     elif ckpt_path not in (None, "last") and not Path(str(ckpt_path)).is_file():
         problems.append(f"ckpt_path={ckpt_path!r}: no such file; use a checkpoint's path, 'last' or null.")
+    problems += scheduler_problems(cfg)
     for key in cfg.data or {}:
         if OmegaConf.is_missing(cfg.data, key):
             problems.append(f"data.{key} is required: set it on the command line, e.g. data.{key}=...")
@@ -216,6 +227,65 @@ def value_problems(cfg: DictConfig) -> list[str]:
             f"data.batch_size={batch_size!r} with {target}: its line search and curvature history "
             "assume one fixed objective, which mini-batches change every step. Set data.batch_size=full."
         )
+    return problems
+
+
+# numpy's seeding (and so Lightning's seed_everything) takes 32-bit seeds.
+MAX_SEED = 2**32 - 1
+
+
+def _is_devices(value) -> bool:
+    """What Lightning's `devices` takes: a count, -1 or 'auto' for all, or device indices."""
+    if isinstance(value, str):
+        value = value.strip()
+        if value == "auto":
+            return True
+        try:
+            value = [int(i) for i in value.split(",") if i.strip()] if "," in value else int(value)
+        except ValueError:
+            return False
+    if isinstance(value, ListConfig | list | tuple):
+        return len(value) > 0 and all(_is_int(i) and i >= 0 for i in value)
+    return _is_int(value) and (value >= 1 or value == -1)
+
+
+# The ranges of the schedules' arguments (conf/scheduler/, src/schedulers.py); torch
+# accepts most values outside them and trains on with a rate that is zero, negative
+# or growing without bound (StepLR with step_size=-1 multiplies it by 1/gamma every step).
+SCHEDULER_RANGES = {
+    "step_size": (lambda v: _is_int(v) and v >= 1, "must be an integer >= 1 (optimizer steps between decays)."),
+    "gamma": (lambda v: _is_number(v) and 0 < v <= 1, "must be a number in (0, 1], e.g. 0.5."),
+    "T_max": (lambda v: _is_int(v) and v >= 1, "must be an integer >= 1, or left out (the run's steps)."),
+    "total_steps": (lambda v: _is_int(v) and v >= 1, "must be an integer >= 1, or left out (the run's steps)."),
+    "eta_min": (lambda v: _is_number(v) and v >= 0, "must be a number >= 0, below optimizer.lr."),
+    "min_lr": (lambda v: _is_number(v) and v >= 0, "must be a number >= 0."),
+    "warmup_fraction": (lambda v: _is_number(v) and 0 <= v < 1, "must be a fraction in [0, 1), e.g. 0.05."),
+    "pct_start": (lambda v: _is_number(v) and 0 < v < 1, "must be a fraction in (0, 1), e.g. 0.3."),
+    "max_lr": (lambda v: _is_number(v) and v > 0, "must be a number > 0, e.g. 0.01."),
+    "div_factor": (lambda v: _is_number(v) and v >= 1, "must be a number >= 1 (the start is max_lr / div_factor)."),
+    "final_div_factor": (lambda v: _is_number(v) and v >= 1, "must be a number >= 1."),
+    "anneal_strategy": (lambda v: v in ("cos", "linear"), "use one of cos, linear."),
+    "cycle_momentum": (lambda v: isinstance(v, bool), "must be true or false."),
+    "factor": (lambda v: _is_number(v) and 0 < v < 1, "must be a number in (0, 1), e.g. 0.5."),
+    "patience": (lambda v: _is_int(v) and v >= 0, "must be an integer >= 0 (validations without improvement)."),
+    "threshold": (lambda v: _is_number(v) and v >= 0, "must be a number >= 0."),
+}
+
+
+def scheduler_problems(cfg: DictConfig) -> list[str]:
+    """The schedule's arguments out of their range, and an eta_min the rate would climb to."""
+    scheduler = cfg.get("scheduler")
+    if not isinstance(scheduler, DictConfig):
+        return []  # scheduler=none
+    problems = []
+    for key, (ok, need) in SCHEDULER_RANGES.items():
+        value = scheduler.get(key)
+        if value is not None and not ok(value):
+            problems.append(f"scheduler.{key}={value!r}: {need}")
+    eta_min, lr = scheduler.get("eta_min"), cfg.optimizer.get("lr")
+    if _is_number(eta_min) and _is_number(lr) and eta_min >= lr > 0:
+        problems.append(f"scheduler.eta_min={eta_min!r} is not below optimizer.lr={lr!r}: the schedule would "
+                        f"raise the rate instead of decaying it; use e.g. scheduler.eta_min=0.")
     return problems
 
 
@@ -249,7 +319,8 @@ def override_problems(args: list[str], conf_dir: Path, config_name: str = "train
     """Options and keys of command-line overrides that do not exist, all of them
     (Hydra itself stops at the first), each with the close matches. A `+key` must
     be new, and under a built object (trainer, model, ...) an argument it takes.
-    And Hydra's callbacks through the gate (Hydra builds them before any job starts)."""
+    And what Hydra does before any job starts, where it fails with a traceback:
+    building its callbacks (through the gate) and creating the output folder."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -276,7 +347,7 @@ def override_problems(args: list[str], conf_dir: Path, config_name: str = "train
                 continue
             wrong = [v for v in values if v is not None and str(v) not in options]
             for value in wrong:
-                problems.append(f"{key}={value}: no such option in conf/{key}/; {_one_of(value, options)}")
+                problems.append(f"{key}={value}: no such option in conf/{key}/; {one_of(value, options)}")
             if not wrong and values:
                 composable.append(f"{'+' if override.is_add() else ''}{key}={values[0]}")
         elif override.is_add():
@@ -292,7 +363,35 @@ def override_problems(args: list[str], conf_dir: Path, config_name: str = "train
         problems += _key_problems(cfg, conf_dir, key, adding=False)
     for key in added:
         problems += _key_problems(cfg, conf_dir, key, adding=True)
-    return problems + target_problems(cfg.hydra.get("callbacks") or {}, "hydra.callbacks")
+    problems += target_problems(cfg.hydra.get("callbacks") or {}, "hydra.callbacks")
+    if problems:
+        return problems
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    single = [o.input_line for o in overrides if not o.is_sweep_override()]  # sweeps vary no folder
+    return output_problems(conf_dir, config_name, single, multirun)
+
+
+def output_problems(conf_dir: Path, config_name: str, overrides: list[str], multirun: bool) -> list[str]:
+    """Whether Hydra can create the output folder: the nearest folder on its way that
+    exists must take a new file (tried, so that a read-only mount counts, for root too)."""
+    from hydra import compose, initialize_config_dir
+
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+        folder = Path(OmegaConf.select(cfg, key))
+    except Exception:
+        return []  # Hydra's own message says what does not compose or resolve
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        return [f"{key}={folder}: cannot write into {existing} ({error.strerror}); Hydra puts the run's "
+                "outputs there. Make it writable, or set paths.mlruns_dir (outputs and the store) to a "
+                "writable folder."]
+    return []
 
 
 def _key_problems(cfg: DictConfig, conf_dir: Path, key: str, adding: bool) -> list[str]:
