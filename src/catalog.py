@@ -6,6 +6,7 @@ the same words. No torch here. Adding a model: its file in src/models/, its YAML
 in conf/model/, and its line in MODELS.
 """
 
+import math
 from dataclasses import dataclass
 
 INPUT_KINDS = ("features", "image", "tokens")
@@ -88,6 +89,95 @@ FULL_BATCH_OPTIMIZERS = ("torch.optim.LBFGS",)
 # The numeric precisions triad supports (Lightning names; 32 is 32-true) and accelerators.
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "32")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
+
+def is_number(value) -> bool:
+    """A finite int or float: inf passes every `> 0` test and nan fails them all silently."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_devices(value) -> bool:
+    """What Lightning's `devices` takes: a count, -1 or 'auto' for all, or device indices."""
+    if isinstance(value, str):
+        value = value.strip()
+        if value == "auto":
+            return True
+        try:
+            value = [int(i) for i in value.split(",") if i.strip()] if "," in value else int(value)
+        except ValueError:
+            return False
+    if isinstance(value, list | tuple) or type(value).__name__ == "ListConfig":
+        return len(value) > 0 and all(is_int(i) and i >= 0 for i in value)
+    return is_int(value) and (value >= 1 or value == -1)
+
+
+def _in(low, high, integer=False, low_open=False, high_open=False):
+    """A range check: a finite number (an int if asked) between low and high."""
+    def ok(value) -> bool:
+        if not (is_int(value) if integer else is_number(value)):
+            return False
+        above = low is None or (value > low if low_open else value >= low)
+        below = high is None or (value < high if high_open else value <= high)
+        return above and below
+    return ok
+
+
+# numpy's seeding (and so Lightning's seed_everything) takes 32-bit seeds.
+MAX_SEED = 2**32 - 1
+AT_LEAST_1, AT_LEAST_0 = "must be an integer >= 1.", "must be an integer >= 0."
+# The values each key takes, whichever option holds it: key -> (accepts, what to use).
+# torch accepts many values outside these and trains on with a rate that is zero,
+# negative or growing without bound (StepLR with step_size=-1 multiplies it by
+# 1/gamma every step), or an inf that passes every `> 0` test.
+RANGES = {
+    "seed": (_in(0, MAX_SEED, integer=True), f"the seed must be an integer >= 0 and <= {MAX_SEED} "
+             "(what numpy's seeding takes)."),
+    "optimizer.lr": (_in(0, None, low_open=True), "the learning rate must be a number > 0 and finite, e.g. 0.001."),
+    "optimizer.weight_decay": (_in(0, None), "must be a number >= 0."),
+    "optimizer.momentum": (_in(0, 1, high_open=True), "must be a number in [0, 1)."),
+    "optimizer.betas": (lambda v: len(v) == 2 and all(_in(0, 1, high_open=True)(b) for b in v)
+                        if isinstance(v, list | tuple) or type(v).__name__ == "ListConfig" else False,
+                        "must be two numbers in [0, 1), e.g. [0.9, 0.999]."),
+    "data.batch_size": (lambda v: v == "full" or _in(1, None, integer=True)(v),
+                        "use an integer >= 1, or 'full' for batch gradient descent."),
+    "data.val_fraction": (_in(0, 1, low_open=True, high_open=True), "must be a fraction in (0, 1), e.g. 0.2."),
+    "data.test_fraction": (_in(0, 1, low_open=True, high_open=True), "must be a fraction in (0, 1), e.g. 0.2."),
+    "model.dropout": (_in(0, 1, high_open=True), "must be in [0, 1)."),
+    **{f"model.{k}": (_in(1, None, integer=True), AT_LEAST_1)
+       for k in ("hidden_size", "embed_dim", "d_model", "num_heads", "ff_size", "latent_dim", "channels")},
+    **{f"model.{k}": (_in(0, None, integer=True), AT_LEAST_0) for k in ("num_layers", "head_hidden_size")},
+    "model.pooling": (lambda v: v in POOLINGS, f"use one of {', '.join(POOLINGS)}."),
+    "trainer.max_epochs": (_in(1, None, integer=True), AT_LEAST_1),
+    "trainer.accelerator": (lambda v: v in ACCELERATORS, f"use one of {', '.join(ACCELERATORS)}."),
+    "trainer.devices": (is_devices, "use a number of devices >= 1, -1 or 'auto' (all there are), "
+                        "or a list of device indices, e.g. [0, 1]."),
+    "trainer.num_nodes": (_in(1, None, integer=True), AT_LEAST_1),
+    "trainer.gradient_clip_val": (_in(0, None), "must be a number >= 0, or null."),
+    "trainer.log_every_n_steps": (_in(1, None, integer=True), AT_LEAST_1),
+    "checkpoint_every_n_steps": (_in(1, None, integer=True), AT_LEAST_1),
+    "compile": (lambda v: isinstance(v, bool), "must be true or false."),
+    # the schedules' arguments (conf/scheduler/, src/schedulers.py)
+    "scheduler.step_size": (_in(1, None, integer=True), "must be an integer >= 1 (optimizer steps between decays)."),
+    "scheduler.gamma": (_in(0, 1, low_open=True), "must be a number in (0, 1], e.g. 0.5."),
+    "scheduler.T_max": (_in(1, None, integer=True), "must be an integer >= 1, or left out (the run's steps)."),
+    "scheduler.total_steps": (_in(1, None, integer=True), "must be an integer >= 1, or left out (the run's steps)."),
+    "scheduler.eta_min": (_in(0, None), "must be a number >= 0, below optimizer.lr."),
+    "scheduler.min_lr": (_in(0, None), "must be a number >= 0."),
+    "scheduler.warmup_fraction": (_in(0, 1, high_open=True), "must be a fraction in [0, 1), e.g. 0.05."),
+    "scheduler.pct_start": (_in(0, 1, low_open=True, high_open=True), "must be a fraction in (0, 1), e.g. 0.3."),
+    "scheduler.max_lr": (_in(0, None, low_open=True), "must be a number > 0, e.g. 0.01."),
+    "scheduler.div_factor": (_in(1, None), "must be a number >= 1 (the start is max_lr / div_factor)."),
+    "scheduler.final_div_factor": (_in(1, None), "must be a number >= 1."),
+    "scheduler.anneal_strategy": (lambda v: v in ("cos", "linear"), "use one of cos, linear."),
+    "scheduler.cycle_momentum": (lambda v: isinstance(v, bool), "must be true or false."),
+    "scheduler.factor": (_in(0, 1, low_open=True, high_open=True), "must be a number in (0, 1), e.g. 0.5."),
+    "scheduler.patience": (_in(0, None, integer=True), "must be an integer >= 0 (validations without improvement)."),
+    "scheduler.threshold": (_in(0, None), "must be a number >= 0."),
+}
 
 
 def fit_problem(model: str, input_kind: str, task: str) -> str | None:

@@ -23,7 +23,7 @@ from mlflow.exceptions import MlflowException
 from rich.console import Console
 from rich.table import Table
 
-from src import PROJECT_ROOT, stats, tracking
+from src import PROJECT_ROOT, record, stats, store
 from src.validate import ConfigError
 
 # Params recorded on every run that follow from others (sizes), never compared on their own.
@@ -33,7 +33,7 @@ DERIVED = ("seed", "model.num_params", "data.train_size", "compare.scientific", 
 def sweep_runs(client: MlflowClient, parent_id: str) -> list:
     """Every child run of a sweep's parent, whatever its status."""
     parent = client.get_run(parent_id)
-    query = f"tags.`mlflow.parentRunId` = '{parent_id}'"
+    query = f"tags.`{record.PARENT_RUN_ID}` = '{parent_id}'"
     return client.search_runs([parent.info.experiment_id], query, order_by=["attributes.start_time ASC"])
 
 
@@ -45,11 +45,11 @@ def sweep_parent(client: MlflowClient, run_id: str):
         if error.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
         return None
-    return run if run.data.tags.get("triad.sweep") == "parent" else None
+    return run if run.data.tags.get(record.SWEEP) == "parent" else None
 
 
 def latest_parent(client: MlflowClient, experiment_ids: list[str]):
-    found = client.search_runs(experiment_ids, "tags.`triad.sweep` = 'parent'",
+    found = client.search_runs(experiment_ids, f"tags.`{record.SWEEP}` = 'parent'",
                                order_by=["attributes.start_time DESC"], max_results=1)
     return found[0] if found else None
 
@@ -66,8 +66,8 @@ def varied_params(runs: list, exclude: tuple = ()) -> list[str]:
 def direction(metric: str, runs: list) -> str:
     """"max" or "min": the objective's recorded mode, else the metric's name decides."""
     for run in runs:
-        if run.data.tags.get("triad.objective") == metric and "triad.objective_mode" in run.data.tags:
-            return run.data.tags["triad.objective_mode"]
+        if run.data.tags.get(record.OBJECTIVE) == metric and record.OBJECTIVE_MODE in run.data.tags:
+            return run.data.tags[record.OBJECTIVE_MODE]
     from src.module import objective_of  # heavy (Lightning); only for runs without the tag
 
     return objective_of(metric, "multiclass")[1]
@@ -113,7 +113,7 @@ def analyse(runs: list, metric: str | None = None, by: list[str] | None = None,
     finished = [r for r in runs if r.info.status == "FINISHED"]
     if not finished:
         raise ValueError(f"No FINISHED runs to compare (of {len(runs)}).")
-    metric = metric or finished[0].data.tags.get("triad.objective")
+    metric = metric or finished[0].data.tags.get(record.OBJECTIVE)
     mode = direction(metric, finished)
     sign = 1.0 if mode == "max" else -1.0  # stats want higher = better
     nuisance = list(nuisance or [])
@@ -179,7 +179,7 @@ def analyse(runs: list, metric: str | None = None, by: list[str] | None = None,
 
 def history(client: MlflowClient, run, metric: str) -> list[tuple[int, float]]:
     """The validation curve of the metric (a reused run points to the one that trained)."""
-    run_id = run.data.tags.get("triad.reused_from", run.info.run_id)
+    run_id = run.data.tags.get(record.REUSED_FROM, run.info.run_id)
     key = "val/" + metric.rsplit("/", 1)[-1]
     return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
 
@@ -271,12 +271,12 @@ def report(client: MlflowClient, runs: list, out_dir: Path, parent=None, metric=
         figure.savefig(out_dir / name, dpi=100)
     if parent is not None:
         # Another metric's report goes beside the sweep's own, never over it.
-        objective = result["chosen"][result["rows"][0]["choice"]][0].data.tags.get("triad.objective")
+        objective = result["chosen"][result["rows"][0]["choice"]][0].data.tags.get(record.OBJECTIVE)
         folder = "report" if result["metric"] == objective else "report-" + result["metric"].replace("/", "_")
         client.log_artifacts(parent.info.run_id, str(out_dir), folder)
         # The verdicts at a glance in the UI's run list, the numbers in the report.
         verdicts = "; ".join(f"{p['a']} vs {p['b']}: {p['verdict']}" for p in result["pairs"]) or "one choice"
-        client.set_tag(parent.info.run_id, f"triad.verdicts{folder.removeprefix('report')}", verdicts[:5000])
+        client.set_tag(parent.info.run_id, f"{record.VERDICTS}{folder.removeprefix('report')}", verdicts[:5000])
     console.print(f"Report: {out_dir / 'report.md'}")
     return result
 
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # Bad arguments end as argparse's own do: the usage, the message, exit status 2.
     try:
-        tracking.check_store(args.tracking_uri, key="--tracking-uri", existing=True)
+        store.check(args.tracking_uri, key="--tracking-uri", existing=True)
     except ConfigError as error:
         parser.error(error.problems[0])
     client = MlflowClient(args.tracking_uri)
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
         except MlflowException as error:
             parser.error(f"--filter {args.filter}: MLflow cannot read it ({error.message}). "
                          "E.g. --filter \"params.data = 'iris' and metrics.`val/acc_best` > 0.9\".")
-        runs = [r for r in found if r.data.tags.get("triad.sweep") != "parent"]
+        runs = [r for r in found if r.data.tags.get(record.SWEEP) != "parent"]
     else:
         parent = sweep_parent(client, args.sweep) if args.sweep else latest_parent(client, [experiment.experiment_id])
         if parent is None:
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
         runs = sweep_runs(client, parent.info.run_id)
     out = args.out
     if out is None:
-        sweep_dir = parent.data.tags.get("triad.sweep_dir") if parent else None
+        sweep_dir = parent.data.tags.get(record.SWEEP_DIR) if parent else None
         out = Path(sweep_dir) / "report" if sweep_dir else PROJECT_ROOT / "mlruns" / "reports" / time.strftime("%Y-%m-%d_%H-%M-%S")
     split = lambda text: text.split(",") if text else None  # noqa: E731
     try:

@@ -16,7 +16,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from src import PROJECT_ROOT, gate
-from src.validate import ConfigError, override_problems
+from src.overrides import override_problems
+from src.validate import ConfigError
 
 
 def recorded(cfg: DictConfig, folder: str):
@@ -54,20 +55,16 @@ def recorded(cfg: DictConfig, folder: str):
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the recorded model; record and return its test metrics."""
-    from src import preflight, tracking
+    from src import build, preflight, store
 
     if cfg.logger:
-        tracking.check_store(cfg.logger.tracking_uri, existing=bool(cfg.run_id))
-    import pytorch_lightning as pl
-
-    from src.train import build
+        store.check(cfg.logger.tracking_uri, existing=bool(cfg.run_id))
 
     with tempfile.TemporaryDirectory() as folder:
         run_cfg, ckpt_path, original = recorded(cfg, folder)
         if cfg.get("data"):
             run_cfg.data = cfg.data
-        pl.seed_everything(run_cfg.seed, workers=True, verbose=False)
-        datamodule, module = build(run_cfg, {})
+        datamodule, module = build.experiment(run_cfg, {}, [])
         if problems := preflight.checkpoint_problems(str(ckpt_path), module, {}):
             raise ConfigError(problems)
         # One device, so that every test example counts once (DDP pads its shards).
@@ -85,31 +82,28 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 def record(cfg: DictConfig, run_cfg: DictConfig, original, ckpt_path: str, results: dict) -> None:
     """A new run in the original's experiment: the evaluated config as params, the
     test metrics, and tags naming what was evaluated."""
-    import mlflow
     from mlflow import MlflowClient
 
-    from src import redact, tracking
+    from src import record
+    from src.identity import CHOICE_GROUPS
 
-    # run_status flushes through the global client, whose default is ./mlflow.db.
-    mlflow.set_tracking_uri(cfg.logger.tracking_uri)
     client = MlflowClient(cfg.logger.tracking_uri)
-    run_cfg.logger = cfg.logger
-    choices = {g: original.data.params[g] for g in tracking.CHOICE_GROUPS if original and g in original.data.params}
+    run_cfg.logger, run_cfg.paths = cfg.logger, cfg.paths  # recorded where this evaluation runs
+    choices = {g: original.data.params[g] for g in CHOICE_GROUPS if original and g in original.data.params}
     if cfg.get("data"):
         choices["data"] = HydraConfig.get().runtime.choices["data"]
     if cfg.experiment_name:
         run_cfg.experiment_name = cfg.experiment_name
     elif original is not None:
         run_cfg.experiment_name = client.get_experiment(original.info.experiment_id).name
-    tags = {"mlflow.source.name": "src.eval", "triad.evaluated_checkpoint": ckpt_path}
+    tags = {"mlflow.source.name": "src.eval", record.EVALUATED_CHECKPOINT: ckpt_path}
     if original is not None:
-        tags["triad.evaluated_run_id"] = original.info.run_id
+        tags[record.EVALUATED_RUN_ID] = original.info.run_id
     name = f"eval-{original.info.run_name}" if original is not None else f"eval-{Path(ckpt_path).stem}"
     overrides = list(HydraConfig.get().overrides.task)
-    run = tracking.start_run(run_cfg, choices, overrides, {}, tags, name=name)
-    with tracking.run_status(run.client, run.id):
-        tracking.log_metrics(run.client, run.id, results, step=0)
-        run.client.log_text(run.id, redact.config_yaml(run_cfg), "config.yaml")
+    with record.open_run(run_cfg, choices, overrides, {}, tags, name=name) as run:
+        run.log_metrics(results, step=0)
+        run.log_config(run_cfg, overrides)
     print(f"Recorded as MLflow run {run.id} at {cfg.logger.tracking_uri}")
 
 

@@ -3,7 +3,7 @@
 Every `_target_` of a config (nested, and in lists too) is resolved to the object it
 names, without calling anything, and judged by what that object is: a class defined
 in one of the places below and a subclass of what triad builds from there. The
-spelling proves nothing (`torch.os.system`, `src.tracking.subprocess.run` and
+spelling proves nothing (`torch.os.system`, `src.identity.subprocess.run` and
 `torch.serialization.load` all start like allowed names). Train, eval, the sweep's
 Hydra callbacks and the benchmarks build through `instantiate` here.
 """

@@ -109,27 +109,43 @@ class NetworkModel(PythonModelWithoutTypeHints):
         return predict(self.net, self.description, model_input)
 
 
-def log(run_id: str, net: torch.nn.Module, description: dict, input_example: np.ndarray, folder: Path,
-        requirements: list[str]) -> None:
-    """Log the network as the run's model (`name="model"`), with its signature and
-    input example; `folder` receives the files that go into the model."""
+# What the logged model needs to be loaded elsewhere (src/ travels inside it). Given
+# explicitly because MLflow's inference of requirements starts a slow subprocess.
+REQUIREMENTS = ("torch", "mlflow", "omegaconf")
+
+
+def log(client, run_id: str, net: torch.nn.Module, cfg, datamodule) -> None:
+    """Log the network as the run's model (`name="model"`), in the run's own
+    experiment, with five test inputs as its input example and its signature."""
+    import tempfile
+    from importlib.metadata import version
+
+    from omegaconf import OmegaConf
+
     from src import PROJECT_ROOT
 
+    mlflow.set_tracking_uri(client.tracking_uri)  # MLflow writes models through the global client
+    # A model is created in the active experiment (else MLflow's Default), not its run's.
+    mlflow.set_experiment(experiment_id=client.get_run(run_id).info.experiment_id)
+    description = describe(OmegaConf.to_container(cfg.model, resolve=True), datamodule.spec, datamodule,
+                           OmegaConf.to_container(cfg.loss, resolve=True))
+    inputs = datamodule.splits["test"][0][:5].cpu().numpy()
     net = net.cpu().eval()
-    (folder / "network.json").write_text(json.dumps(description, indent=2))
-    torch.save(net.state_dict(), folder / "weights.pt")
     with warnings.catch_warnings():  # next-token ids are integers; they are never missing
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-        signature = infer_signature(input_example, predict(net, description, input_example))
-    Model.log(
-        artifact_path=None, flavor=mlflow.pyfunc, run_id=run_id, name="model",
-        python_model=__file__,  # "models from code": this file, run again when loading; nothing pickled
-        artifacts={"network": str(folder / "network.json"), "weights": str(folder / "weights.pt")},
-        code_paths=[str(PROJECT_ROOT / "src")],
-        signature=signature,
-        input_example=input_example,
-        pip_requirements=requirements,
-    )
+        signature = infer_signature(inputs, predict(net, description, inputs))
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "network.json").write_text(json.dumps(description, indent=2))
+        torch.save(net.state_dict(), Path(folder) / "weights.pt")
+        Model.log(
+            artifact_path=None, flavor=mlflow.pyfunc, run_id=run_id, name="model",
+            python_model=__file__,  # "models from code": this file, run again when loading; nothing pickled
+            artifacts={"network": f"{folder}/network.json", "weights": f"{folder}/weights.pt"},
+            code_paths=[str(PROJECT_ROOT / "src")],
+            signature=signature,
+            input_example=inputs,
+            pip_requirements=[f"{package}=={version(package)}" for package in REQUIREMENTS],
+        )
 
 
 # What MLflow takes from this file when it loads the model ("models from code").

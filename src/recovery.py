@@ -1,18 +1,15 @@
 """How a run survives being stopped: checkpoints to resume from (random state
-included), a logger that does not record a step twice, Ctrl-C and SIGTERM that
-stop training at the end of a step, and a stop with a message when the loss
-stops being a number.
+included), a logger that writes the record up to each checkpoint and never a step
+twice, and a stop with a message when the loss stops being a number. (Ctrl-C and
+SIGTERM: src/signals.py.)
 """
 
 import os
 import random
 import re
-import signal
-import threading
 import time
 import warnings
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
@@ -20,11 +17,10 @@ import torch
 from mlflow.entities import Metric
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import MLFlowLogger as LightningMLFlowLogger
-from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
-from src.module import logs_this_step
-from src.tracking import uninterruptible
+from src import internals
+from src.internals import logs_this_step
 
 
 class Diverged(RuntimeError):
@@ -32,7 +28,8 @@ class Diverged(RuntimeError):
 
 
 class MLFlowLogger(LightningMLFlowLogger):
-    """Lightning's MLflow logger for a run that triad created and ends itself.
+    """Lightning's MLflow logger for a run that triad created and ends itself
+    (src/record.py).
 
     Metrics are buffered and written in one batch every `flush_every_s` seconds,
     before each checkpoint and at the end of each stage: one synchronous write
@@ -49,28 +46,34 @@ class MLFlowLogger(LightningMLFlowLogger):
         self.pending: list[Metric] = []
         self.last_flush = time.monotonic()
         self.recorded_steps = dict(recorded_steps or {})
-        self.logging_ahead = False
-        self.logged_ahead: dict[str, int] = {}  # key -> the step logged before its checkpoint
+        self.written_ahead: dict[str, int] = {}  # name -> the step before_checkpoint wrote
+        self.last_logged: list[Metric] = []
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         step = step or 0
-        if self.recorded_steps:
-            metrics = {k: v for k, v in metrics.items() if step not in self.recorded_steps.get(k, ())}
-        # Lightning's own call for a step logged ahead: already recorded.
-        metrics = {k: v for k, v in metrics.items() if self.logged_ahead.get(k) != step}
-        if self.logging_ahead:
-            self.logged_ahead = {k: step for k in metrics} | self.logged_ahead
-        else:
-            self.logged_ahead = {}
+        # Only Lightning's next call can repeat what before_checkpoint wrote ahead.
+        ahead, self.written_ahead = self.written_ahead, {}
         timestamp_ms = int(time.time() * 1000)
-        # MLflow names allow letters, digits and _ / . - and spaces.
-        self.pending += [
-            Metric(re.sub(r"[^a-zA-Z0-9_/. -]+", "", key), float(value), timestamp_ms, step)
-            for key, value in metrics.items() if not isinstance(value, str)
+        named = {re.sub(r"[^a-zA-Z0-9_/. -]+", "", k): v for k, v in metrics.items()}  # MLflow's characters
+        self.last_logged = [
+            Metric(name, float(value), timestamp_ms, step) for name, value in named.items()
+            if not isinstance(value, str) and ahead.get(name) != step and step not in self.recorded_steps.get(name, ())
         ]
+        self.pending += self.last_logged
         if time.monotonic() - self.last_flush >= self.flush_every_s:
             self.flush()
+
+    @rank_zero_only
+    def before_checkpoint(self, trainer: pl.Trainer) -> None:
+        """Write the record up to the step being checkpointed, before its checkpoint is
+        saved: a checkpoint ahead of the record would lose the steps between on a kill -9.
+        Lightning logs a step only after its checkpoint hooks: that step is written now,
+        and Lightning's repeat of it dropped."""
+        if internals.step_metrics_pending(trainer):
+            internals.log_step_metrics_now(trainer)  # through log_metrics
+            self.written_ahead = {m.key: m.step for m in self.last_logged}
+        self.flush()
 
     @rank_zero_only
     def flush(self) -> None:
@@ -83,7 +86,7 @@ class MLFlowLogger(LightningMLFlowLogger):
     def finalize(self, status: str = "success") -> None:
         # Lightning calls this at the end of each stage (fit, test) and on errors.
         # It would also mark the run FINISHED before the test and the artifacts:
-        # tracking.run_status sets the status once everything is done.
+        # the record (src/record.py) sets the status once everything is done.
         self.flush()
 
 
@@ -131,115 +134,12 @@ class StopOnDivergence(Callback):
 
 
 class RecordBeforeCheckpoint(Callback):
-    """Writes a step's metrics to the store before its checkpoint is saved: a
-    checkpoint must never be ahead of the record, or a kill -9 would lose the steps between.
-
-    Lightning saves a step's checkpoint in on_train_batch_end and logs the step's
-    metrics only after it; a resume starts after that step, so its metrics are
-    logged here first (the logger drops Lightning's repeat) and then flushed.
-    """
-
-    def __init__(self):
-        self.at_batch_end = False
-
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx: int) -> None:
-        self.at_batch_end = False
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        self.at_batch_end = True  # runs before ModelCheckpoint's hook: Lightning orders those last
+    """Has the logger write the record up to each checkpoint before it is saved
+    (MLFlowLogger.before_checkpoint)."""
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module, checkpoint: dict) -> None:
-        logger = trainer.logger
-        if not isinstance(logger, MLFlowLogger):
-            return
-        progress = trainer.fit_loop.epoch_loop.batch_progress.current
-        if self.at_batch_end and trainer.training and progress.ready > progress.completed:  # step not logged yet
-            logger.logging_ahead = True
-            try:
-                trainer._logger_connector.update_train_step_metrics()
-            finally:
-                logger.logging_ahead = False
-        logger.flush()
-
-
-class Stopped(SystemExit):
-    """Training stopped by a signal; the exit status is 128 + its number (130 for
-    Ctrl-C), as a shell reports a process a signal ended.
-
-    A SystemExit, not a KeyboardInterrupt: Lightning turns a KeyboardInterrupt into
-    exit status 1 (trainer/call.py, 2.6.6) but passes any other exception on.
-    """
-
-    def __init__(self, signum: int, at_step_end: bool):
-        super().__init__(128 + signum)
-        self.signum, self.at_step_end = signum, at_step_end
-
-
-class StopAtStepEnd(Callback):
-    """Ctrl-C or SIGTERM during training stops it at the end of the current step and
-    saves last.ckpt there: weights, optimizer, batch position and random state all
-    belong to that step, so ckpt_path=last resumes as if the run had never stopped.
-    (At an epoch's last step: after its validation and the next step; during the
-    last epoch's end: at the end of training.) A second signal stops at once, without
-    that checkpoint: the last one written resumes as exactly, as after kill -9.
-
-    Must come after every other callback: a stop raised in its on_train_batch_end
-    skips the hooks after it for that step (Lightning runs ModelCheckpoint's last).
-    Under DDP every process would have to agree on the step: there a signal stops at once.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self, dirpath: str):
-        self.path = Path(dirpath) / "last.ckpt"
-        self.requested: int | None = None  # the signal received, until training stops for it
-        self.replaced: dict[int, object] = {}  # signal -> the handler to put back
-
-    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module) -> None:
-        # after Lightning's own SIGTERM handler (set just before), which would
-        # stop a validation mid-way with exit status 0
-        self.defer_signals(trainer)
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module) -> None:
-        self.defer_signals(trainer)  # no sanity check (num_sanity_val_steps=0, a resume)
-
-    def defer_signals(self, trainer: pl.Trainer) -> None:
-        if self.replaced or trainer.world_size > 1 or threading.current_thread() is not threading.main_thread():
-            return
-        self.replaced = {number: signal.signal(number, self.request_stop) for number in self.SIGNALS}
-
-    def request_stop(self, signum: int, frame) -> None:
-        if self.requested is None:
-            self.requested = signum
-            return
-        self.put_back_signals()
-        signal.raise_signal(signum)  # the second one: handled at once, as outside training
-
-    def put_back_signals(self) -> None:
-        for number, handler in self.replaced.items():
-            signal.signal(number, handler)
-        self.replaced = {}
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        # Not after an epoch's last batch: Lightning resumes a checkpoint saved there
-        # in the next epoch, without this one's validation (2.6.6, _TrainingEpochLoop.reset).
-        last_of_epoch = batch_idx + 1 >= trainer.num_training_batches
-        if self.requested is not None and not last_of_epoch:
-            raise Stopped(self.requested, at_step_end=True)
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
-        self.put_back_signals()
-        if self.requested is not None:  # asked for during the last epoch's end
-            raise Stopped(self.requested, at_step_end=True)
-
-    def on_exception(self, trainer: pl.Trainer, pl_module, exception: BaseException) -> None:
-        self.put_back_signals()
-        if not isinstance(exception, Stopped) or not exception.at_step_end or trainer.state.fn != TrainerFn.FITTING:
-            return
-        with uninterruptible():  # a second Ctrl-C must not leave half a file
-            # weights_only given (everything, as ModelCheckpoint saves): unset, Lightning logs a note
-            trainer.save_checkpoint(self.path, weights_only=False)
-        print(f"Stopped after step {trainer.global_step}; checkpoint saved to {self.path}.")
+        if isinstance(trainer.logger, MLFlowLogger):
+            trainer.logger.before_checkpoint(trainer)
 
 
 class RandomState(Callback):
@@ -282,6 +182,19 @@ class RandomState(Callback):
         random.setstate((version, tuple(internal), gauss_next))
 
 
+def best_score(checkpoint, best_path: str | None, fallback) -> float:
+    """The objective's best value. ddp_spawn workers send back the best checkpoint's
+    path but not its score (Lightning's TODO), so it is read from that file."""
+    if checkpoint.best_model_score is not None:
+        return float(checkpoint.best_model_score)
+    if best_path:
+        saved = torch.load(best_path, map_location="cpu", weights_only=True)["callbacks"]
+        for key, state in saved.items():
+            if key.startswith("ModelCheckpoint") and state.get("best_model_score") is not None:
+                return float(state["best_model_score"])
+    return float(fallback)
+
+
 def checkpoints(dirpath: str, objective: str, mode: str, every_n_steps: int) -> tuple[ModelCheckpoint, list]:
     """The best checkpoint (by the objective, at each validation) and last.ckpt,
     saved every `every_n_steps` training steps and after each validation, with
@@ -300,13 +213,3 @@ def checkpoints(dirpath: str, objective: str, mode: str, every_n_steps: int) -> 
         dirpath=dirpath, save_top_k=0, save_last=True, every_n_train_steps=every_n_steps, enable_version_counter=False
     )
     return best, [best, latest, RecordBeforeCheckpoint(), RandomState(), StopOnDivergence()]
-
-
-def stop_on_sigterm() -> None:
-    """SIGTERM (a scheduler's or `kill`'s stop) ends a run like Ctrl-C: the run KILLED,
-    exit status 143. During training StopAtStepEnd defers it to the step's end."""
-    def stop(signum: int, frame) -> None:
-        raise Stopped(signum, at_step_end=False)
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, stop)

@@ -1,5 +1,5 @@
-"""A sweep in MLflow: one parent run per Hydra multirun, each job its child, and
-re-runs that skip the jobs already done.
+"""A sweep in MLflow: one parent run per Hydra multirun, each job its child (the
+job's record, src/record.py, tags it), ended with the comparison report.
 
 The parent process creates the store, the experiment and the parent run before any
 job starts (SQLite creation races otherwise, see STACK-FACTS). Its id reaches each
@@ -21,61 +21,10 @@ import threading
 import time
 from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-PARENT_ENV = "TRIAD_SWEEP_PARENT"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-def job_tags(cfg: DictConfig) -> dict[str, str]:
-    """Tags of a run: its config hash, and in a sweep its parent, sweep id and job number."""
-    from src import tracking  # MLflow loads only when a job runs
-
-    tags = {tracking.CONFIG_HASH_TAG: tracking.config_hash(cfg)}
-    parent = os.environ.get(PARENT_ENV)
-    if parent and HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
-        tags.update({"mlflow.parentRunId": parent, "triad.sweep_id": parent,
-                     "triad.job_num": str(HydraConfig.get().job.num)})
-    return tags
-
-
-def reuse_finished(cfg: DictConfig) -> float | None:
-    """If this experiment holds a FINISHED run with this config (trained by an earlier,
-    perhaps interrupted, sweep), record a child of this sweep that points to it
-    (tag `triad.reused_from`, same params and final metrics) and return its best
-    objective; else None. The earlier sweep keeps its own record untouched."""
-    from mlflow.entities import Metric, Param
-
-    from src import redact, tracking
-
-    client = tracking.client_for(cfg.logger.tracking_uri)
-    experiment = client.get_experiment_by_name(cfg.experiment_name)
-    if experiment is None:
-        return None
-    tags = job_tags(cfg)
-    query = f"tags.`triad.config_hash` = '{tags['triad.config_hash']}' and attributes.status = 'FINISHED'"
-    found = client.search_runs([experiment.experiment_id], query, order_by=["attributes.start_time DESC"])
-    originals = [r for r in found if "triad.reused_from" not in r.data.tags]
-    if not originals:
-        return None
-    twin = originals[0]
-    kept = {k: v for k, v in twin.data.tags.items() if not k.startswith(("mlflow.", "triad.sweep_id", "triad.job_num"))}
-    kept = redact.entries(kept)  # a twin recorded before redaction knew every secret key
-    run = client.create_run(
-        experiment.experiment_id, run_name=twin.info.run_name,
-        tags={**kept, **tags, "triad.reused_from": twin.info.run_id, "mlflow.source.name": "src.train"},
-    )
-    params = [Param(k, v) for k, v in redact.entries(twin.data.params).items()]
-    for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
-        client.log_batch(run.info.run_id, params=params[start : start + 100])
-    metrics = [Metric(k, v, run.info.start_time, 0) for k, v in twin.data.metrics.items()]
-    client.log_batch(run.info.run_id, metrics=metrics)
-    client.set_terminated(run.info.run_id, "FINISHED")
-    objective = twin.data.tags.get("triad.objective")
-    print(f"Skipped: run {twin.info.run_id} already trained this config; recorded as {run.info.run_id}")
-    return twin.data.metrics.get(f"{objective}_best")
 
 
 class SweepCallback(Callback):
@@ -92,20 +41,18 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         if not config.get("logger"):
             return  # logger=none: nothing is recorded, so no parent either
-        from mlflow.entities import Param
-
-        from src import redact, tracking
+        from src import record, redact, store
+        from src.identity import git_tags
 
         self.tracking_uri = config.logger.tracking_uri
-        client = tracking.client_for(self.tracking_uri)
-        artifact_location = config.logger.get("artifact_location") if self.tracking_uri.startswith("sqlite") else None
-        exp_id = tracking.experiment_id(client, config.experiment_name, artifact_location)
+        client = store.client_for(self.tracking_uri)
+        exp_id = store.experiment_id(client, config.experiment_name, store.artifact_location(config.logger))
         choices = config.hydra.runtime.choices
         name = choices.get("sweep") or "multirun"
         self.sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
         overrides = " ".join(redact.overrides(config.hydra.overrides.task))
-        tags = {"triad.sweep": "parent", "triad.sweep_dir": self.sweep_dir, "triad.overrides": overrides,
-                "mlflow.source.name": "src.train", **tracking.git_tags()}
+        tags = {record.SWEEP: "parent", record.SWEEP_DIR: self.sweep_dir, record.OVERRIDES: overrides,
+                "mlflow.source.name": "src.train", **git_tags()}
         # Before the parent exists: SIGTERM's default action would end this process at
         # once, without atexit, and leave the parent RUNNING.
         self.sweep_pid = os.getpid()
@@ -113,7 +60,7 @@ class SweepCallback(Callback):
         atexit.register(self._end_early)  # a job raised, Ctrl-C, SIGTERM: the report still gets written
         run = client.create_run(exp_id, run_name=f"sweep-{name}", tags=redact.entries(tags))
         self.parent_id = run.info.run_id
-        client.set_tag(self.parent_id, "triad.sweep_id", self.parent_id)
+        client.set_tag(self.parent_id, record.SWEEP_ID, self.parent_id)
         # What varies, what is tuned, and how: the report reads these back.
         params = {"sweep": name, "sweeper": choices.get("hydra/sweeper"), "launcher": choices.get("hydra/launcher"),
                   "compare.scientific": _listed(config.compare.scientific),
@@ -125,8 +72,8 @@ class SweepCallback(Callback):
             if key in space or "," in value or "(" in value:
                 space[key] = value
         params.update({f"search.{key}": value for key, value in space.items()})
-        client.log_batch(self.parent_id, params=[Param(k, v) for k, v in redact.entries(params).items()])
-        os.environ[PARENT_ENV] = self.parent_id
+        record.log_params(client, self.parent_id, params)
+        os.environ[record.SWEEP_PARENT_ENV] = self.parent_id
         print(f"Sweep parent run {self.parent_id} (experiment '{config.experiment_name}')")
 
     def catch_stops(self) -> None:
@@ -145,7 +92,9 @@ class SweepCallback(Callback):
 
     def on_job_start(self, config: DictConfig, **kwargs) -> None:
         if self.parent_id:  # in the process that runs the job, a worker's included
-            os.environ[PARENT_ENV] = self.parent_id
+            from src.record import SWEEP_PARENT_ENV
+
+            os.environ[SWEEP_PARENT_ENV] = self.parent_id
         self.job_running = True
 
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
@@ -170,12 +119,14 @@ class SweepCallback(Callback):
         """End the parent (once), with the comparison report of the jobs that finished.
         Ending early, the processes the launcher started are stopped first, and the runs
         they left RUNNING end as the sweep does."""
-        from src import tracking
+        from src import store
+        from src.locks import uninterruptible
+        from src.record import SWEEP_PARENT_ENV
 
-        with tracking.uninterruptible():  # a second Ctrl-C must not leave the parent RUNNING
+        with uninterruptible():  # a second Ctrl-C must not leave the parent RUNNING
             from src import compare
 
-            client = tracking.client_for(self.tracking_uri)
+            client = store.client_for(self.tracking_uri)
             if client.get_run(self.parent_id).info.status != "RUNNING":
                 return
             try:
@@ -191,7 +142,7 @@ class SweepCallback(Callback):
                     print(f"No report: {error}")
             finally:
                 client.set_terminated(self.parent_id, status)
-                os.environ.pop(PARENT_ENV, None)
+                os.environ.pop(SWEEP_PARENT_ENV, None)
         if status != "FINISHED":
             print(f"Sweep parent run {self.parent_id} {status}.")
 

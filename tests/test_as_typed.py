@@ -23,7 +23,7 @@ from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
 from src import PROJECT_ROOT
-from src.validate import DATA, MODELS
+from src.catalog import DATA, MODELS
 from tests.conftest import config_options
 
 pytestmark = pytest.mark.slow
@@ -32,7 +32,7 @@ MATRIX = [
     (model, data)
     for model in config_options("model")
     for data in config_options("data")
-    if DATA[data][0] in MODELS[model][0] and DATA[data][1] in MODELS[model][1]  # csv, hf: (None, None)
+    if MODELS[model].takes(*DATA[data])  # csv, hf: (None, None), known from the file only
 ]
 EXPERIMENTS = config_options("experiment")
 

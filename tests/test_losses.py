@@ -13,11 +13,12 @@ from torch import nn
 from torch.distributions import Normal, kl_divergence
 from torch.utils.data import DataLoader, TensorDataset
 
+from src.catalog import DATA, LOSSES, MODELS, TASK_LOSS
 from src.data.spec import TASKS, DataSpec
 from src.losses import BCE, ELBO, MAE, MSE, CrossEntropy, Focal, Huber
 from src.module import DEFAULT_OBJECTIVE, ExperimentModule, metric_names, objective_of
 from src.train import train
-from src.validate import DATA, LOSSES, MODELS, TASK_LOSS, ConfigError, validate
+from src.validate import ConfigError, validate
 from tests.conftest import compose_config, config_options, run_train, store_uri
 
 LN2, LN3, LN4 = math.log(2), math.log(3), math.log(4)
@@ -118,7 +119,7 @@ def test_validate_refuses_a_loss_exactly_where_it_does_not_fit(loss, mlruns):
     for data, (kind, task) in DATA.items():
         if task is None:  # the user's files: judged once loaded (tests/test_user_data.py)
             continue
-        model = next(m for m, (kinds, tasks) in sorted(MODELS.items()) if kind in kinds and task in tasks)
+        model = next(m for m, fit in sorted(MODELS.items()) if fit.takes(kind, task))
         cfg = compose_config([f"data={data}", f"model={model}", f"loss={loss}"], mlruns)
         choices = {"data": data, "model": model, "loss": loss}
         if task in LOSSES[loss]:

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from src.catalog import MODELS
 from src.data.spec import DataSpec
 from src.models.transformer import scaled_dot_product_attention, sinusoidal_positions
-from src.validate import MODELS
 from tests.conftest import CONF_DIR, run_train
 
 SPECS = {
@@ -43,7 +43,7 @@ CLASSIFIERS = [
     pytest.param(model, name, id=f"{model}-{name}")
     for model in ["linear", "mlp", "bow", "cnn", "rnn", "lstm", "gru", "transformer"]
     for name, spec in SPECS.items()
-    if spec.input_kind in MODELS[model][0]
+    if spec.input_kind in MODELS[model].reads
 ]
 
 

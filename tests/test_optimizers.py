@@ -14,10 +14,10 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from src.data.spec import DataSpec
+from src.identity import flat_params
 from src.losses import MSE
 from src.module import ExperimentModule
 from src.schedulers import WarmupCosineLR
-from src.tracking import flat_params
 from src.train import train
 from src.validate import ConfigError, validate
 from tests.conftest import CONF_DIR, compose_config, config_options, run_train, store_uri

@@ -18,7 +18,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from src import PROJECT_ROOT, tracking
+from src import PROJECT_ROOT, store
 from tests.conftest import compose_config, run_train, store_uri
 
 TINY = ["data=iris", "trainer.max_epochs=1", "callbacks=none"]
@@ -147,8 +147,8 @@ def run_module(module: str, args: list[str]) -> subprocess.CompletedProcess:
 @pytest.fixture
 def store_with_a_run(mlruns) -> MlflowClient:
     """A real store holding one finished run (recorded directly: no training needed)."""
-    client = tracking.client_for(store_uri(mlruns))
-    run = client.create_run(tracking.experiment_id(client, "triad", None))
+    client = store.client_for(store_uri(mlruns))
+    run = client.create_run(store.experiment_id(client, "triad", None))
     client.set_terminated(run.info.run_id, "FINISHED")
     return client
 

@@ -13,9 +13,11 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from src import PROJECT_ROOT, tracking
+from src import PROJECT_ROOT, store
+from src.catalog import ACTIVATIONS
 from src.data.base import InMemoryBatches, SeededShuffle
-from src.validate import ACTIVATIONS, ConfigError, override_problems, validate
+from src.overrides import override_problems
+from src.validate import ConfigError, validate
 from tests.conftest import CONF_DIR, compose_config, run_train, store_uri
 
 # Small and quick: iris has 97 training rows, 13 batches of 8 per epoch.
@@ -204,16 +206,18 @@ def test_a_stopped_run_ends_killed_with_a_checkpoint(stop, tmp_path):
 
 
 def test_an_error_ends_the_run_failed_with_its_traceback(mlruns):
-    client = tracking.client_for(store_uri(mlruns))
-    experiment = tracking.experiment_id(client, "triad", None)
+    from src.record import Record
+
+    client = store.client_for(store_uri(mlruns))
+    experiment = store.experiment_id(client, "triad", None)
     for error, status in [(ValueError("broken artifact"), "FAILED"), (KeyboardInterrupt(), "KILLED")]:
         run_id = client.create_run(experiment).info.run_id
-        with pytest.raises(type(error)), tracking.run_status(client, run_id):
+        with pytest.raises(type(error)), Record(client, run_id, str(mlruns / "checkpoints")):
             raise error
         assert client.get_run(run_id).info.status == status
         assert "error.txt" in artifacts(client, run_id)
     run_id = client.create_run(experiment).info.run_id
-    with pytest.raises(ValueError), tracking.run_status(client, run_id):
+    with pytest.raises(ValueError), Record(client, run_id, str(mlruns / "checkpoints")):
         raise ValueError("broken artifact")
     assert "broken artifact" in Path(client.download_artifacts(run_id, "error.txt")).read_text()
 
@@ -364,10 +368,10 @@ def test_every_problem_of_a_command_is_reported_at_once_and_nothing_runs(mlruns)
     assert not (mlruns / "mlflow.db").exists()
 
 
-def test_validate_knows_the_activations_the_models_take():
-    from src.models.inputs import ACTIVATIONS as MODEL_ACTIVATIONS
+def test_every_activation_the_catalogue_names_is_a_layer_the_models_build():
+    from src.models.inputs import activation_layer
 
-    assert set(ACTIVATIONS) == set(MODEL_ACTIVATIONS)
+    assert all(isinstance(activation_layer(name), torch.nn.Module) for name in ACTIVATIONS)
 
 
 # ---------------------------------------------------------------- parallel writers

@@ -73,7 +73,7 @@ def test_an_unreachable_server_fails_fast_naming_it(mlruns):
 
 
 def test_only_global_rank_zero_creates_a_run(monkeypatch):
-    from src.tracking import is_global_rank_zero
+    from src.identity import is_global_rank_zero
 
     for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK"):
         monkeypatch.delenv(name, raising=False)

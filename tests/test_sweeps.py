@@ -13,7 +13,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from src import PROJECT_ROOT, tracking
+from src import PROJECT_ROOT, store
 from tests.conftest import run_train, store_uri
 
 SMALL = ["data=iris", "trainer.max_epochs=1", "callbacks=none"]
@@ -161,7 +161,7 @@ def start_sweep(args: list[str], mlruns: Path, log: Path) -> subprocess.Popen:
 def wait_for_jobs(process: subprocess.Popen, mlruns: Path, statuses: set[str]) -> None:
     """Poll the store until the sweep's parent run exists and its children have these statuses
     (among others); fail if the sweep ends first."""
-    client = tracking.client_for(store_uri(mlruns))  # under the store's lock: never races its creation
+    client = store.client_for(store_uri(mlruns))  # under the store's lock: never races its creation
     while True:
         assert process.poll() is None, f"the sweep ended (exit {process.returncode}) before it could be stopped"
         experiment = client.get_experiment_by_name("triad")

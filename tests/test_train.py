@@ -8,15 +8,15 @@ import pytest
 from mlflow import MlflowClient
 
 from src import PROJECT_ROOT
+from src.catalog import DATA, LOSSES, MODELS
 from src.train import train
-from src.validate import DATA, LOSSES, MODELS
 from tests.conftest import compose_config, config_options, run_train, store_uri
 
 COMPATIBLE = [
     pytest.param(model, data, id=f"{model}-{data}")
     for model in config_options("model")
     for data in config_options("data")
-    if model in MODELS and data in DATA and DATA[data][0] in MODELS[model][0] and DATA[data][1] in MODELS[model][1]
+    if model in MODELS and data in DATA and MODELS[model].takes(*DATA[data])
 ]
 
 

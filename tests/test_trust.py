@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from src import PROJECT_ROOT, redact
 from src.gate import target_problems
-from src.tracking import NOT_PARAMS, flat_params
+from src.identity import NOT_PARAMS, flat_params
 from tests.conftest import compose_config, config_options, run_train, store_uri
 
 TINY = ["data=iris", "trainer.max_epochs=1"]
@@ -68,9 +68,9 @@ REFUSED = [
     ("torch.serialization.load", "the function torch.serialization.load, not a class"),
     ("torch.load", "the function torch.serialization.load, not a class"),
     ("torch.os.system", "function posix.system, not a class"),
-    ("src.tracking.subprocess.run", "the function subprocess.run, not a class"),
-    ("src.tracking.subprocess.Popen", "the class subprocess.Popen, not one triad builds"),
-    ("src.tracking.MlflowClient", "MlflowClient, not one triad builds"),
+    ("src.identity.subprocess.run", "the function subprocess.run, not a class"),
+    ("src.identity.subprocess.Popen", "the class subprocess.Popen, not one triad builds"),
+    ("src.record.MlflowClient", "MlflowClient, not one triad builds"),
     ("src.module.ExperimentModule", "not one triad builds"),
     ("torch.hub.load", "not a class"),
     ("torch.nn", "the module torch.nn, not a class"),
@@ -120,8 +120,8 @@ def test_every_shipped_target_resolves_to_a_class_the_gate_allows():
 COMMANDS = {
     "torch.serialization.load": lambda evil, marker: [
         "+callbacks.x._target_=torch.serialization.load", f"+callbacks.x.f={evil}", "+callbacks.x.weights_only=false"],
-    "src.tracking.subprocess.run": lambda evil, marker: [
-        "+callbacks.x._target_=src.tracking.subprocess.run", f"+callbacks.x.args=[touch,{marker}]"],
+    "src.identity.subprocess.run": lambda evil, marker: [
+        "+callbacks.x._target_=src.identity.subprocess.run", f"+callbacks.x.args=[touch,{marker}]"],
     "torch.os.system": lambda evil, marker: [
         "+callbacks.x._target_=torch.os.system", f"+callbacks.x.command='touch {marker}'"],
     "hydra.callbacks": lambda evil, marker: [  # Hydra builds these itself, before train() runs

@@ -61,7 +61,7 @@ def test_a_plus_key_a_built_object_takes_is_accepted(mlruns):
     from pathlib import Path
 
     from src import PROJECT_ROOT
-    from src.validate import override_problems
+    from src.overrides import override_problems
 
     conf = Path(PROJECT_ROOT) / "conf"
     assert override_problems(["+trainer.limit_train_batches=2", "+db.password=x", "++trainer.max_epochs=3"], conf) == []

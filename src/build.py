@@ -1,0 +1,81 @@
+"""From a composed config to the objects of one training: the data module, set up;
+the model and loss the data's task needs where the user picked none; the network,
+sized by the data; the LightningModule; and the Trainer with triad's callbacks.
+"""
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from src import PROJECT_ROOT
+from src.catalog import TASK_LOSS, TASK_MODEL
+from src.validate import changed_groups, check_loaded_data, model_picked
+
+
+def experiment(cfg: DictConfig, choices: dict[str, str], overrides: list[str]):
+    """(the data module, set up; the LightningModule), seeded by cfg.seed. The data
+    decides every dimension of the network; cfg and choices get the task's defaults."""
+    import pytorch_lightning as pl
+
+    from src import preflight
+    from src.gate import instantiate
+    from src.module import ExperimentModule
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    spec = datamodule.spec
+    use_task_defaults(cfg, choices, overrides, spec.task)
+    check_loaded_data(choices, spec.input_kind, spec.task, changed_groups(overrides))  # the user's file decides its task
+    make_net = instantiate(cfg.model)
+    preflight.check_model_fits(make_net, spec, cfg.model, choices.get("model"))  # before it allocates
+    net = make_net(**spec.model_dims())
+    optimizer = instantiate(cfg.optimizer)
+    scheduler = instantiate(cfg.scheduler) if cfg.scheduler else None
+    return datamodule, ExperimentModule(net, instantiate(cfg.loss), optimizer, scheduler, spec, cfg.objective)
+
+
+def use_task_defaults(cfg: DictConfig, choices: dict[str, str], overrides: list[str], task: str) -> None:
+    """With no loss chosen (loss: null, the default), the task's (catalog.TASK_LOSS); where
+    the default model (mlp) cannot serve the task and the user picked nothing about the
+    model, the task's model (catalog.TASK_MODEL). Both as if the user had typed them:
+    recorded as the `loss` and `model` params, so sweeps and the UI compare them alike."""
+    defaults = {}
+    if cfg.get("loss") is None:
+        defaults["loss"] = TASK_LOSS[task]
+    if task in TASK_MODEL and choices.get("model") == "mlp" and not model_picked(choices, overrides):
+        defaults["model"] = TASK_MODEL[task]
+    for group, option in defaults.items():
+        with open_dict(cfg):
+            cfg[group] = OmegaConf.load(PROJECT_ROOT / "conf" / group / f"{option}.yaml")
+        choices[group] = option
+
+
+def trainer(cfg: DictConfig, record, objective: str, mode: str, started: float):
+    """(the Trainer, its best-checkpoint callback, its step timer) for this run: the
+    run's logger, checkpoints for resuming, the config's callbacks, a stop at a step's end."""
+    from src import recovery, signals
+    from src.callbacks import StepTimer
+    from src.gate import instantiate
+
+    sweep_safe_strategy(cfg)
+    checkpoint, callbacks = recovery.checkpoints(record.checkpoint_dir, objective, mode, cfg.checkpoint_every_n_steps)
+    timer = StepTimer(started=started)
+    callbacks += [timer, *(instantiate(c) for c in (cfg.callbacks or {}).values())]
+    callbacks.append(signals.StopAtStepEnd(record.checkpoint_dir))  # last: the step ends before it stops
+    return instantiate(cfg.trainer, logger=record.logger(cfg.logger), callbacks=callbacks), checkpoint, timer
+
+
+def sweep_safe_strategy(cfg: DictConfig) -> None:
+    """Inside a multirun, Lightning's `ddp` starts each extra process by re-running
+    the command line, which replays the whole sweep there; `ddp_spawn` starts them
+    from this job instead (Lightning issue 11300). Processes started by a cluster
+    manager (SLURM tasks, torchrun) are not re-launched and keep `ddp`."""
+    from lightning_fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    if HydraConfig.get().mode != RunMode.MULTIRUN or cfg.trainer.get("strategy") != "ddp":
+        return
+    if SLURMEnvironment.detect() or TorchElasticEnvironment.detect():
+        return
+    cfg.trainer.strategy = "ddp_spawn"
+    print("Note: trainer.strategy=ddp runs as ddp_spawn inside a multirun (a re-run would replay the sweep).")

@@ -1,0 +1,148 @@
+"""The MLflow store: created once (its tables and experiments under a file lock),
+and checked before any work, naming the store and the fix when it cannot take a run.
+"""
+
+import os
+import sqlite3
+import tempfile
+import urllib.error
+import urllib.request
+from contextlib import closing
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from src.locks import store_lock
+
+if TYPE_CHECKING:  # MLflow is imported where a store is opened: checking one needs none of it
+    from mlflow import MlflowClient
+
+
+def ensure_store(uri: str) -> None:
+    """Create the store's tables if missing; idempotent and safe to call from many
+    processes at once (MLflow's own creation races: alembic migration errors)."""
+    if not uri.startswith("sqlite:///"):
+        return
+    from mlflow import MlflowClient
+
+    with store_lock(uri):
+        MlflowClient(uri).search_experiments(max_results=1)  # migrates a new file
+        # Write-ahead logging: readers never wait for a writer, writers wait less.
+        with sqlite3.connect(uri.removeprefix("sqlite:///")) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+
+
+def client_for(tracking_uri: str) -> "MlflowClient":
+    """A client of the store, created first if it is a new SQLite file."""
+    from mlflow import MlflowClient
+
+    ensure_store(tracking_uri)
+    return MlflowClient(tracking_uri)
+
+
+def experiment_id(client: "MlflowClient", name: str, artifact_location: str | None) -> str:
+    """The id of the named experiment, created (with its artifact root) if missing."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    if artifact_location and "://" not in artifact_location:
+        artifact_location = Path(artifact_location).resolve().as_uri()
+    with store_lock(client.tracking_uri):  # two jobs creating it at once: UNIQUE constraint
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        return client.create_experiment(name, artifact_location=artifact_location)
+
+
+def artifact_location(logger_cfg) -> str | None:
+    """Where a new experiment keeps its artifacts: the logger's folder for a local
+    SQLite store; a server decides for itself (it may serve them)."""
+    uri = logger_cfg.tracking_uri
+    return logger_cfg.get("artifact_location") if uri.startswith("sqlite") else None
+
+
+def problems(tracking_uri: str, key: str = "logger.tracking_uri", existing: bool = False) -> list[str]:
+    """Why a store cannot take a run, naming it and the fix, before any work: a server
+    that does not answer (MLflow's client retries for minutes), an SQLite file that is
+    no database or a folder that is read-only, a database whose driver is not
+    installed. existing=True: the store must be there already (reading runs from a
+    new, empty one would only create it)."""
+    shown, problem = tracking_uri, None
+    if tracking_uri.startswith(("http://", "https://")):
+        problem = _server_problem(tracking_uri)
+    elif tracking_uri.startswith("sqlite:///"):
+        elsewhere = "or pass another --tracking-uri." if key.startswith("--") else ELSEWHERE
+        problem = _sqlite_problem(Path(tracking_uri.removeprefix("sqlite:///")), existing, elsewhere)
+    elif tracking_uri.split(":", 1)[0].split("+")[0] in DATABASES:
+        shown, problem = _driver_problem(tracking_uri)
+    return [f"{key}={shown}: {problem}"] if problem else []
+
+
+def check(tracking_uri: str, key: str = "logger.tracking_uri", existing: bool = False) -> None:
+    """Raise ConfigError with the store's problems, if it has any."""
+    from src.validate import ConfigError  # validate reads this module
+
+    if found := problems(tracking_uri, key, existing):
+        raise ConfigError(found)
+
+
+def _server_problem(tracking_uri: str, timeout: float = 5.0) -> str | None:
+    try:
+        with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout) as answer:
+            answer.read()
+    except (urllib.error.URLError, OSError) as error:
+        return (f"no MLflow server answers there ({getattr(error, 'reason', error)}). Start it (README, "
+                "'Team tracking server'), or point MLFLOW_TRACKING_URI / logger.tracking_uri at a reachable "
+                "store; unset it for the local SQLite store.")
+    return None
+
+
+ELSEWHERE = "or set paths.mlruns_dir (or MLFLOW_TRACKING_URI) to another place for the store."
+
+
+def _sqlite_problem(path: Path, existing: bool, elsewhere: str) -> str | None:
+    """SQLite writes the file and, beside it, its journal: both need a writable folder."""
+    if existing and not path.exists():
+        return f"no store at {path} (nothing was recorded there). Point it at the store that holds the runs."
+    folder = next(p for p in (path.parent, *path.parents) if p.exists())  # the store's, or where it will be
+    try:
+        with tempfile.TemporaryFile(dir=folder):  # tried, so that a read-only mount counts, for root too
+            pass
+    except OSError as error:
+        return f"{folder} is not writable ({error.strerror}). Make it writable, {elsewhere}"
+    if not path.exists():
+        return None
+    # Never open() the file itself: closing any descriptor of it drops the SQLite locks this
+    # process holds on it (a sweep's parent run is open here), so SQLite's own reader is used.
+    if not os.access(path, os.W_OK):
+        return f"{path} is read-only. Make it writable, {elsewhere}"
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as connection:
+            connection.execute("PRAGMA schema_version")  # reads the header: fails on any other file
+    except sqlite3.DatabaseError as error:
+        return f"{path} is not an SQLite database ({error}). Move that file away, {elsewhere}"
+    return None
+
+
+# The databases MLflow keeps runs in through SQLAlchemy (besides SQLite), and the
+# pip names of drivers whose module is named otherwise.
+DATABASES = ("postgresql", "mysql", "mssql")
+DRIVER_PACKAGES = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient"}
+
+
+def _driver_problem(tracking_uri: str) -> tuple[str, str | None]:
+    """(the URI without its password, whether SQLAlchemy's driver for it is missing):
+    the same import SQLAlchemy makes when MLflow opens the store."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        url = make_url(tracking_uri)
+        shown = url.render_as_string(hide_password=True)
+        url.get_dialect().import_dbapi()
+    except (ArgumentError, NoSuchModuleError):
+        return tracking_uri, None  # not a URI SQLAlchemy reads: MLflow's own message says why
+    except ImportError as error:
+        package = DRIVER_PACKAGES.get(error.name, error.name)
+        return shown, (f"its database driver is not installed (no module {error.name!r}). Install it "
+                       f"(pip install {package}), or use a sqlite:/// store or an http:// tracking server.")
+    return shown, None
