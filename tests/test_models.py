@@ -185,7 +185,6 @@ def test_mlp_depth_width_activation_dropout(activation):
     ("vae", SPECS["tokens"], {}, "input_kind"),
     ("vae", SPECS["features"], {}, "task"),
     ("lstm", LM, {"bidirectional": True}, "set model.bidirectional=false"),
-    ("rnn", DataSpec("features", (4,), "language_model", 4), {}, "input_kind"),
     ("gru", SPECS["tokens"], {"cell": "elman"}, "cell"),
     ("lstm", SPECS["tokens"], {"hidden_sizes": []}, "hidden_sizes"),
     ("cnn", SPECS["image"], {"kernel_size": 4}, "kernel_size"),
@@ -197,6 +196,11 @@ def test_mlp_depth_width_activation_dropout(activation):
 def test_impossible_inputs_are_refused_naming_the_argument(model, spec, options, named):
     with pytest.raises(ValueError, match=named):
         build(model, spec, **options)
+
+
+def test_a_language_model_data_set_holds_tokens():
+    with pytest.raises(ValueError, match="a language model reads tokens, not input_kind='features'"):
+        DataSpec("features", (4,), "language_model", 4)
 
 
 @pytest.mark.parametrize("args,refused,advice", [

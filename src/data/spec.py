@@ -28,6 +28,8 @@ class DataSpec:
             raise ValueError(f"input_kind {self.input_kind!r} is not one of {INPUT_KINDS}")
         if self.task not in TASKS:
             raise ValueError(f"task {self.task!r} is not one of {TASKS}")
+        if self.task == "language_model" and self.input_kind != "tokens":
+            raise ValueError(f"a language model reads tokens, not input_kind={self.input_kind!r}")
         if self.input_kind == "tokens" and self.vocab_size < 2:
             raise ValueError("token inputs need a vocab_size of at least 2")
 

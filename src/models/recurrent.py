@@ -56,8 +56,6 @@ class Recurrent(nn.Module):
             raise ValueError(f"cell {cell!r} is not one of {sorted(CELLS)}")
         check_fit(cell, input_kind, task)  # the option's name is the cell's
         self.language_model = task == "language_model"
-        if self.language_model and input_kind != "tokens":
-            raise ValueError(f"a language model reads tokens, not input_kind={input_kind!r}")
         if self.language_model and bidirectional:
             raise ValueError(
                 "bidirectional=True would let a language model read the token it must predict; "
