@@ -43,12 +43,14 @@ class InMemoryBatches:
     """Batches cut from tensors that already sit on the training device.
 
     For data that fits in memory this replaces a DataLoader: no worker processes,
-    no per-example collate, one index operation per batch.
+    no per-example collate, one index operation per batch. Lightning takes any
+    iterable as a loader, and this one imitates the parts of a DataLoader that
+    Lightning reads (src/internals.py, checked in tests/test_robust.py): a
+    `sampler` to call set_epoch on before each epoch, a `batch_sampler` (None),
+    and state_dict/load_state_dict, kept in checkpoints, to resume mid-epoch.
     """
 
-    # Lightning looks for a DataLoader's `sampler` (to call set_epoch on it each
-    # epoch) and `batch_sampler`; this iterable offers both under those names.
-    batch_sampler = None
+    batch_sampler = None  # Lightning looks for it beside `sampler`
 
     def __init__(self, tensors: tuple[torch.Tensor, ...], batch_size: int, sampler: SeededShuffle):
         self.tensors, self.batch_size, self.sampler = tensors, batch_size, sampler
