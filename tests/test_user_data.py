@@ -4,7 +4,8 @@ problem named before any training."""
 import pytest
 import torch
 
-from src.data.user import CsvDataModule, DataError, HFDataModule
+from src.data.readers import CsvDataModule, HFDataModule
+from src.data.user import DataError
 from tests.conftest import run_train, store_uri, write_user_data
 
 
