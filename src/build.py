@@ -21,6 +21,7 @@ def experiment(cfg: DictConfig, choices: dict[str, str], overrides: list[str]):
     from src.gate import instantiate
     from src.module import ExperimentModule
 
+    sweep_safe_strategy(cfg)  # before the config is recorded: the run records what it runs
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
@@ -58,7 +59,6 @@ def trainer(cfg: DictConfig, record, objective: str, mode: str, started: float):
     from src.callbacks import StepTimer
     from src.gate import instantiate
 
-    sweep_safe_strategy(cfg)
     checkpoint, callbacks = recovery.checkpoints(record.checkpoint_dir, objective, mode, cfg.checkpoint_every_n_steps)
     timer = StepTimer(started=started)
     callbacks += [timer, *(instantiate(c) for c in (cfg.callbacks or {}).values())]
