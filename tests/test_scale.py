@@ -254,7 +254,11 @@ def test_logged_model_predicts_and_eval_reproduces_the_test_metric(mlruns):
     (output,) = run.outputs.model_outputs
     model = mlflow.pyfunc.load_model(f"models:/{output.model_id}")
     new_inputs = np.random.default_rng(0).normal(size=(7, 4)).astype(np.float32)
-    assert model.predict(new_inputs).shape == (7, 3)
+    answers = model.predict(new_inputs)  # iris: the species and a probability for each
+    assert list(answers.columns) == ["prediction", "probability_setosa", "probability_versicolor",
+                                     "probability_virginica"] and len(answers) == 7
+    assert answers["prediction"].isin(["setosa", "versicolor", "virginica"]).all()
+    assert np.allclose(answers.drop(columns="prediction").sum(axis=1), 1.0)
 
     stray_store = (PROJECT_ROOT / "mlflow.db").exists()
     run_eval([f"run_id={run.info.run_id}"], mlruns)
