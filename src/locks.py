@@ -71,14 +71,18 @@ def claim(checkpoint_dir: str, run_id: str | None) -> IO | None:
 
 @contextmanager
 def uninterruptible():
-    """Ctrl-C and SIGTERM wait until the block is done (a second Ctrl-C while a
-    run records how it ended would otherwise leave it RUNNING)."""
+    """Ctrl-C and SIGTERM wait until the block is done, then take effect (a second
+    Ctrl-C while a run records how it ended would otherwise leave it RUNNING, and a
+    SIGTERM dropped then would let a sweep go on)."""
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread may change signal handlers
         return
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    held: list[int] = []
+    previous = {s: signal.signal(s, lambda number, frame: held.append(number)) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+        if held:
+            signal.raise_signal(held[0])  # now, to the handler the block had replaced

@@ -128,9 +128,10 @@ def test_a_bad_csv_stops_the_command_before_any_run(tmp_path, mlruns):
     assert result.returncode == 2 and "line 14: 'abc'" in result.stderr and "Traceback" not in result.stderr
     result = run_train(["data=csv", "debug=fast"], mlruns, check=False)
     assert result.returncode == 2 and "data.path is required" in result.stderr
-    # the file decides the task (x: regression), checked against the loss before any run
+    # the file decides the task (x: regression), checked against a chosen loss before any run
     path = write(tmp_path / "good.csv", GOOD_ROWS)
-    result = run_train(["data=csv", f"data.path={path}", "data.target_column=x"], mlruns, check=False)
+    result = run_train(["data=csv", f"data.path={path}", "data.target_column=x", "loss=cross_entropy"], mlruns,
+                       check=False)
     assert result.returncode == 2 and "loss=cross_entropy does not fit the regression task" in result.stderr
     assert not (mlruns / "mlflow.db").exists()
 
