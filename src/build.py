@@ -56,14 +56,18 @@ def trainer(cfg: DictConfig, record, objective: str, mode: str, started: float):
     """(the Trainer, its best-checkpoint callback, its step timer) for this run: the
     run's logger, checkpoints for resuming, the config's callbacks, a stop at a step's end."""
     from src import recovery, signals
-    from src.callbacks import StepTimer
+    from src.callbacks import ProgressBar, StepTimer
     from src.gate import instantiate
 
     checkpoint, callbacks = recovery.checkpoints(record.checkpoint_dir, objective, mode, cfg.checkpoint_every_n_steps)
     timer = StepTimer(started=started)
     callbacks += [timer, *(instantiate(c) for c in (cfg.callbacks or {}).values())]
     callbacks.append(signals.StopAtStepEnd(record.checkpoint_dir))  # last: the step ends before it stops
-    return instantiate(cfg.trainer, logger=record.logger(cfg.logger), callbacks=callbacks), checkpoint, timer
+    # Without triad's progress bar (callbacks=none), none: Lightning's own would show its v_num.
+    shown = {} if "enable_progress_bar" in cfg.trainer else {"enable_progress_bar": any(
+        isinstance(c, ProgressBar) for c in callbacks)}
+    trainer = instantiate(cfg.trainer, logger=record.logger(cfg.logger), callbacks=callbacks, **shown)
+    return trainer, checkpoint, timer
 
 
 def sweep_safe_strategy(cfg: DictConfig) -> None:
