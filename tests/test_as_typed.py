@@ -236,7 +236,7 @@ def readme_commands() -> list[str]:
             while line.rstrip().endswith("\\") and index + 1 < len(lines):
                 index += 1
                 line = line.rstrip()[:-1] + " " + lines[index].strip()
-            found += re.findall(r"python -m src\.\w+[^#&]*", line)
+            found += re.findall(r"python -m src\.\w+[^#&`]*", line)
         else:
             found += re.findall(r"`(python -m src\.[^`]+)`", line)
         index += 1
@@ -314,7 +314,7 @@ def test_every_readme_evaluation_and_report_command_runs_as_typed(runner):
     parent = next(r for r in runner.runs("triad") if r.data.tags.get("triad.sweep") == "parent")
     best = Path(run.data.tags["triad.checkpoint_dir"]) / "best.ckpt"
     typed_best = str(best.relative_to(runner.root))  # mlruns/outputs/<day>/<time>/checkpoints/best.ckpt
-    filled = {"<run id>": run.info.run_id, "run_id=...": f"run_id={run.info.run_id}",
+    filled = {"<run id>": run.info.run_id, "<id>": run.info.run_id, "run_id=...": f"run_id={run.info.run_id}",
               "mlruns/outputs/<day>/<time>/checkpoints/best.ckpt": typed_best, "<best.ckpt>": typed_best,
               "<parent run id>": parent.info.run_id}
     commands = [c for c in readme_commands() if c.startswith(READS_RECORDS)]
