@@ -330,5 +330,5 @@ def test_every_readme_evaluation_and_report_command_runs_as_typed(runner):
         assert "Traceback" not in result.stderr, command
     assert (runner.root / "reports" / "iris" / "report.md").exists()
     evaluations = [r for r in runner.runs(trained[0]) if r.data.tags.get("triad.evaluated_checkpoint")]
-    assert len(evaluations) == 4  # three by run_id, one by ckpt_path; with logger=none nothing is recorded
+    assert len(evaluations) == 5  # four by run_id, one by ckpt_path; with logger=none nothing is recorded
     assert all(r.info.status == "FINISHED" for r in evaluations)
