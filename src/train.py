@@ -44,12 +44,15 @@ def train(cfg: DictConfig) -> float | None:
             return reused
     preflight.check_before_run(cfg, spec, module, choices)  # refused now, not a FAILED run later
     console.print_config(cfg, choices)
+    if summary := datamodule.inferred_summary():
+        console.console.print(summary, highlight=False)
     objective, mode = objective_of(cfg.objective, spec.task)
 
     # A new MLflow run, or the unfinished one that ckpt_path=last resumes.
     run = record.open_run(
         cfg, choices, overrides,
-        params={"model.num_params": num_params, "data.train_size": datamodule.split_size("train")},
+        params={"model.num_params": num_params, "data.train_size": datamodule.split_size("train"),
+                **datamodule.recorded_params()},
         tags={record.OBJECTIVE: objective, record.OBJECTIVE_MODE: mode, record.TASK: spec.task},
     )
     with run:  # ends it FINISHED, FAILED or KILLED; no other process resumes it meanwhile

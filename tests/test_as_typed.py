@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 
 from src import PROJECT_ROOT
 from src.catalog import DATA, MODELS
+from src.data.table import RawTable
 from tests.conftest import config_options
 
 pytestmark = pytest.mark.slow
@@ -104,7 +105,8 @@ def runner(tmp_path_factory, request) -> Runner:
 
 def write_user_files(root: Path) -> dict[str, str]:
     """The README's example files, made here: a two-class review CSV, a house-price CSV
-    and the reviews as a saved Hugging Face data set. Returns README text -> real path."""
+    and the reviews as a saved Hugging Face data set; penguins.csv is palmerpenguins'.
+    Returns README text -> real path."""
     from src.data.sentiment import generate
 
     texts, labels = generate(400, seed=5)
@@ -121,7 +123,11 @@ def write_user_files(root: Path) -> dict[str, str]:
 
     datasets.Dataset.from_dict({"text": [r[0] for r in reviews], "label": [r[1] for r in reviews]}).save_to_disk(
         str(root / "saved_dataset"))
-    return {"data.path=reviews.csv": f"data.path={root / 'reviews.csv'}",
+    import palmerpenguins  # the public table the README trains on as it comes
+
+    penguins = Path(palmerpenguins.__file__).parent / "data" / "penguins.csv"
+    return {"data.path=penguins.csv": f"data.path={penguins}",
+            "data.path=reviews.csv": f"data.path={root / 'reviews.csv'}",
             "data.path=houses.csv": f"data.path={root / 'houses.csv'}",
             "data.name=path/to/saved_dataset": f"data.name={root / 'saved_dataset'}"}
 
@@ -169,7 +175,10 @@ def check_finished_run(runner: Runner, run, task: str) -> None:
     datamodule = instantiate(config.data)
     datamodule.setup("test")
     inputs, targets = datamodule.splits["test"]
-    answers = model.predict(inputs.numpy())
+    # Raw examples (rows, strings) where the data has them: what a user's file holds.
+    raw = datamodule.raw_input
+    answers = model.predict(raw.examples if raw is not None else inputs.numpy())
+    assert signature_columns(model) == (raw.columns if isinstance(raw, RawTable) else [None] if raw else [])
     metrics = run.data.metrics
     if task in ("multiclass", "binary"):
         names = list(datamodule.spec.class_names) or [str(i) for i in range(datamodule.spec.output_size)]
@@ -182,9 +191,16 @@ def check_finished_run(runner: Runner, run, task: str) -> None:
         mse = float(np.mean((standardised - targets.numpy()) ** 2))
         assert mse == pytest.approx(metrics["test/mse"], rel=1e-4)
     elif task == "language_model":
-        assert len(answers) == len(inputs) and answers["next_token"].between(0, datamodule.spec.vocab_size - 1).all()
+        assert len(answers) == len(inputs) and answers["probability"].between(0, 1).all()
+        assert answers["next_token"].map(type).eq(str).all()  # the next token as text, after a prompt as text
     else:  # reconstruction: values in [0, 1] for every input value
         assert answers.shape == (len(inputs), inputs[0].numel()) and ((answers >= 0) & (answers <= 1)).all()
+
+
+def signature_columns(model) -> list:
+    """The names of the columns the model's signature takes (None: one unnamed column), [] for a tensor."""
+    inputs = model.metadata.signature.inputs
+    return [] if inputs.is_tensor_spec() else [spec.name for spec in inputs.inputs]
 
 
 def single_run(runner: Runner, name: str):

@@ -82,19 +82,22 @@ def test_a_row_that_does_not_parse_names_its_line(tmp_path):
     message = load_error(CsvDataModule(path, target_column="y"))
     assert "d.csv, line 14: 3 fields, but the header has 2" in message
     path = write(tmp_path / "e.csv", GOOD_ROWS + "abc,1\n")
-    assert "e.csv, line 14: 'abc' in feature column 'x' is not a number" in load_error(CsvDataModule(path, target_column="y"))
+    message = load_error(CsvDataModule(path, target_column="y"))
+    assert "e.csv, line 14: 'abc' in feature column 'x' is not a number, though 12 of its 13 values are" in message
+    assert "data.categorical_columns=[x]" in message
 
 
 def test_a_text_column_read_as_features_says_to_set_text_column(tmp_path):
     write_user_data(tmp_path)  # columns review (sentences) and label
     error = load_error(CsvDataModule(tmp_path / "reviews.csv", target_column="label"))
-    assert "column 'review' holds text" in error and "data.text_column=review" in error
+    assert "'review' is free text" in error and "read the text alone with data.text_column=review" in error
 
 
-def test_a_word_in_a_numeric_table_names_the_numeric_columns_to_keep(tmp_path):
-    rows = "size,region,y\n" + "".join(f"{i},{'north' if i % 2 else 'south'},{i % 2}\n" for i in range(12))
-    error = load_error(CsvDataModule(write(tmp_path / "t.csv", rows), target_column="y"))
-    assert "'south' in feature column 'region' is not a number" in error and "data.feature_columns=[size]" in error
+def test_a_column_of_words_is_read_as_labels(tmp_path):
+    rows = "size,region,y\n" + "".join(f"{i},{'north' if i % 2 else 'south'},{i % 3}\n" for i in range(12))
+    module = CsvDataModule(write(tmp_path / "t.csv", rows), target_column="y")
+    module.setup()
+    assert module.inferred["categorical_columns"] == ["region"] and module.spec.input_shape == (3,)
 
 
 def test_a_file_that_is_not_utf8_csv_names_its_line(tmp_path):
@@ -118,7 +121,8 @@ def test_a_label_seen_only_in_the_test_split_is_named(tmp_path):
     lines = ["text,label,split"] + [f"film {i},{'good' if i % 2 else 'bad'},train" for i in range(10)]
     lines += ["film a,good,val", "film b,bad,test", "film c,awful,test"]
     message = load_error(CsvDataModule(write(tmp_path / "d.csv", "\n".join(lines)), text_column="text", split_column="split"))
-    assert "line 14: label 'awful' is in the test split but never in train" in message
+    assert "line 14: label 'awful' of the target column 'label' is in the test split but never in train" in message
+    assert "(which has ['bad', 'good'])" in message
 
 
 @pytest.mark.slow  # three commands, each importing Lightning

@@ -113,6 +113,9 @@ class TensorDataModule(pl.LightningDataModule):
         self.use_dataloader = use_dataloader
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.spec: DataSpec | None = None
+        # What the logged model takes instead of tensors, where the data has raw examples
+        # (text.RawText, table.RawTable; src/logged_model.py); None: the tensors.
+        self.raw_input = None
 
     def load(self) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], DataSpec]:
         raise NotImplementedError
@@ -120,6 +123,14 @@ class TensorDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.spec is None:  # Lightning calls setup again inside fit: load once
             self.splits, self.spec = self.load()
+
+    def recorded_params(self) -> dict[str, str]:
+        """What was decided from the data itself (src/data/user.py), as run params."""
+        return {}
+
+    def inferred_summary(self) -> str | None:
+        """The same, as one line printed before training."""
+        return None
 
     def split_size(self, split: str) -> int:
         return len(self.splits[split][0])

@@ -17,6 +17,7 @@ import torch
 
 from src.data.base import SPLITS, TensorDataModule, split_indices
 from src.data.spec import DataSpec
+from src.data.text import RawText
 
 OPERATORS = ("[MAX", "[MIN", "[MED", "[SM")
 # Fixed vocabulary: 0 padding, 1 unknown (unused, kept so ids match text.Vocabulary's).
@@ -102,6 +103,9 @@ class ListOpsDataModule(TensorDataModule):
         stratify = min(torch.bincount(targets, minlength=10).tolist()) >= 3
         index = split_indices(targets.numpy(), self.val_fraction, self.test_fraction, self.split_seed, stratify)
         splits = {name: (inputs[index[name]], targets[index[name]]) for name in SPLITS}
+        # The logged model takes an expression as typed: "[MAX 2 9 [MIN 4 7 ] 0 ]".
+        self.raw_input = RawText("expression", TOKENS, self.max_length, tokenizer="spaces",
+                                 examples=[" ".join(expressions[i]) for i in index["test"]])
         spec = DataSpec(
             input_kind="tokens",
             input_shape=(self.max_length,),

@@ -20,6 +20,7 @@ import torch
 
 from src.data.base import TensorDataModule
 from src.data.spec import DataSpec
+from src.data.text import RawText
 
 PAD, UNK = "<pad>", "<unk>"
 TOKENIZERS = ("char", "bpe")
@@ -116,6 +117,13 @@ class PydocLMDataModule(TensorDataModule):
         texts = {name: "\n\n".join(topics[t].strip() for t in chosen) for name, chosen in self.topics.items()}
         self.codec = CharCodec(texts["train"]) if self.tokenizer == "char" else BpeCodec(texts["train"], self.vocab_size)
         splits = {name: windows(self.codec.encode(text), self.seq_len) for name, text in texts.items()}
+        # The logged model takes a prompt as text and answers its next token (the last seq_len count).
+        char = self.tokenizer == "char"
+        self.raw_input = RawText(
+            "text", self.codec.chars if char else [], self.seq_len, tokenizer="chars" if char else "bpe",
+            keep="last", bpe=None if char else self.codec.tokenizer.to_str(),
+            examples=[self.codec.decode(window) for window in splits["test"][0]],
+        )
         spec = DataSpec(
             input_kind="tokens",
             input_shape=(self.seq_len,),

@@ -1,5 +1,5 @@
-"""Where the user's rows come from: a CSV file (`data=csv`) or a Hugging Face data
-set (`data=hf`); what is done with the columns is src/data/user.py's.
+"""Where the user's rows come from: a CSV or Parquet file (`data=csv`) or a Hugging
+Face data set (`data=hf`); what is done with the columns is src/data/user.py's.
 """
 
 import csv
@@ -10,7 +10,8 @@ from src.data.user import DataError, UserDataModule
 
 
 class CsvDataModule(UserDataModule):
-    """A CSV file with a header line; see the module docstring for the columns."""
+    """A CSV file with a header line, or a Parquet file (*.parquet, *.pq); see
+    src/data/user.py for what is done with the columns."""
 
     def __init__(
         self,
@@ -18,6 +19,9 @@ class CsvDataModule(UserDataModule):
         target_column: str = "label",
         text_column: str | None = None,
         feature_columns: list[str] | None = None,
+        categorical_columns: list[str] | None = None,
+        missing: str = "impute",
+        scale: str = "standard",
         split_column: str | None = None,
         task: str | None = None,
         seq_len: int = 64,
@@ -29,13 +33,16 @@ class CsvDataModule(UserDataModule):
         split_seed: int = 0,
         use_dataloader: bool | None = None,
     ):
-        super().__init__(path, target_column, text_column, feature_columns, split_column, task, seq_len,
+        super().__init__(path, target_column, text_column, feature_columns, categorical_columns, missing, scale,
+                         split_column, task, seq_len,
                          vocab_size, min_freq, batch_size, val_fraction, test_fraction, split_seed, use_dataloader)
         self.path = Path(path).expanduser()
 
     def read(self):
         if not self.path.is_file():
             raise DataError(f"data.path={self.source}: no such file")
+        if self.path.suffix.lower() in (".parquet", ".pq"):
+            return self._parquet()
         try:
             raw = self.path.read_bytes()
         except OSError as error:
@@ -56,6 +63,17 @@ class CsvDataModule(UserDataModule):
             return self._rows(reader)
         except csv.Error as error:  # e.g. a quote that is never closed, or text after a closing quote
             raise DataError(f"{self.source}, line {reader.line_num}: not valid CSV ({error})") from None
+
+    def _parquet(self) -> tuple[dict[str, list[str]], list[str]]:
+        import pandas as pd
+
+        try:
+            frame = pd.read_parquet(self.path)
+        except Exception as error:  # pyarrow's errors name no common base class
+            raise DataError(f"data.path={self.source}: not a Parquet file pandas can read ({error})") from None
+        # Cells as the text a CSV would hold; a missing one (None, NaN) is empty.
+        table = {str(name): ["" if pd.isna(v) else str(v) for v in frame[name].tolist()] for name in frame.columns}
+        return table, [f"row {i}" for i in range(len(frame))]
 
     def _rows(self, reader) -> tuple[dict[str, list[str]], list[str]]:
         header = next(reader, None)
@@ -88,6 +106,9 @@ class HFDataModule(UserDataModule):
         target_column: str = "label",
         text_column: str | None = None,
         feature_columns: list[str] | None = None,
+        categorical_columns: list[str] | None = None,
+        missing: str = "impute",
+        scale: str = "standard",
         split_column: str | None = None,
         task: str | None = None,
         seq_len: int = 64,
@@ -99,7 +120,8 @@ class HFDataModule(UserDataModule):
         split_seed: int = 0,
         use_dataloader: bool | None = None,
     ):
-        super().__init__(name, target_column, text_column, feature_columns, split_column, task, seq_len,
+        super().__init__(name, target_column, text_column, feature_columns, categorical_columns, missing, scale,
+                         split_column, task, seq_len,
                          vocab_size, min_freq, batch_size, val_fraction, test_fraction, split_seed, use_dataloader)
         self.name = name
         local = Path(name).expanduser()

@@ -29,7 +29,7 @@ import torch
 
 from src.data.base import SPLITS, TensorDataModule, split_indices
 from src.data.spec import DataSpec
-from src.data.text import Vocabulary
+from src.data.text import RawText, Vocabulary
 
 NEGATIVE, NEUTRAL, POSITIVE = 0, 1, 2
 CLASS_NAMES = ("negative", "neutral", "positive")
@@ -163,6 +163,7 @@ class SentimentDataModule(TensorDataModule):
         self.texts = {name: [texts[i] for i in index[name]] for name in SPLITS}
         self.vocab = Vocabulary.build(self.texts["train"], self.vocab_size)
         splits = {name: (self.vocab.encode(self.texts[name], self.seq_len), targets[index[name]]) for name in SPLITS}
+        self.raw_input = RawText("text", self.vocab.words, self.seq_len, examples=self.texts["test"])
         spec = DataSpec(
             input_kind="tokens",
             input_shape=(self.seq_len,),

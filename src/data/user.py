@@ -1,15 +1,18 @@
-"""The user's own data: a CSV file (`data=csv`) or a Hugging Face data set (`data=hf`).
+"""The user's own data: a CSV or Parquet file (`data=csv`) or a Hugging Face data set (`data=hf`).
 
 Either holds one example per row: a target column, and either a text column
-(word-level tokens, vocabulary from the training split only) or numeric feature
-columns (standardised with the training split's mean and deviation). The task
-is `task` when set, else inferred from the target column: text labels or
-integers with few distinct values are classes (two: binary), other numbers are
-regression values (standardised like the features).
+(word-level tokens, vocabulary from the training split only) or feature columns
+of numbers, labels and missing cells, made into features by scikit-learn
+(src/data/table.py says how each kind of column is read). The task is `task`
+when set, else inferred from the target column: text labels or integers with
+few distinct values are classes (two: binary), other numbers are regression
+values (standardised for training). Rows without a target are dropped.
 
 Splits are fixed by split_seed and the fractions, or taken from a split column
 (values train/val/test; "validation" counts as val). Every problem is raised
 while loading, before any training, naming the file, the line or the column.
+What was decided from the data (column kinds, cells imputed, rows dropped) is
+kept in `inferred`, which the run records as params.
 """
 
 import numpy as np
@@ -17,7 +20,17 @@ import torch
 
 from src.data.base import SPLITS, TensorDataModule, split_indices
 from src.data.spec import DataSpec
-from src.data.text import Vocabulary
+from src.data.table import (
+    MISSING_POLICIES,
+    SCALINGS,
+    WHY_UNUSABLE,
+    RawTable,
+    is_missing,
+    is_number,
+    kind_of,
+    preprocessor,
+)
+from src.data.text import RawText, Vocabulary
 from src.validate import ConfigError
 
 TASKS = ("multiclass", "binary", "regression")
@@ -57,14 +70,18 @@ def infer_task(values: list[str]) -> str:
 class UserDataModule(TensorDataModule):
     """Shared part of csv and hf: columns -> tensors, task, splits and their checks."""
 
-    def __init__(self, source, target_column, text_column, feature_columns, split_column, task,
-                 seq_len, vocab_size, min_freq, batch_size, val_fraction, test_fraction, split_seed, use_dataloader):
+    def __init__(self, source, target_column, text_column, feature_columns, categorical_columns, missing, scale,
+                 split_column, task, seq_len, vocab_size, min_freq, batch_size, val_fraction, test_fraction,
+                 split_seed, use_dataloader):
         super().__init__(batch_size, use_dataloader)
         self.source, self.target_column, self.text_column = str(source), target_column, text_column
         self.feature_columns = list(feature_columns) if feature_columns else None
+        self.categorical_columns = list(categorical_columns) if categorical_columns else []
+        self.missing, self.scale = missing, scale
         self.split_column, self.task = split_column, task
         self.seq_len, self.vocab_size, self.min_freq = seq_len, vocab_size, min_freq
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.inferred: dict = {}  # what was decided from the data: recorded as params, printed once
 
     def read(self) -> tuple[dict[str, list[str]], list[str]]:
         """Columns as lists of strings, and where each row is ("line 7", "row 6")."""
@@ -75,32 +92,43 @@ class UserDataModule(TensorDataModule):
             raise DataError(f"{self.source}: no {role} column {name!r}; the columns are {list(table)}")
         return table[name]
 
-    def load(self):
+    def _check_settings(self) -> None:
         # Checked here, not in __init__: Hydra's instantiate would wrap the error.
         if self.task is not None and self.task not in TASKS:
             raise DataError(f"data.task={self.task!r} is not one of {list(TASKS)} (or null to infer it)")
+        if self.missing not in MISSING_POLICIES:
+            raise DataError(f"data.missing={self.missing!r} is not one of {list(MISSING_POLICIES)}")
+        if self.scale not in SCALINGS:
+            raise DataError(f"data.scale={self.scale!r} is not one of {list(SCALINGS)}")
         if self.text_column is not None and self.feature_columns:
             raise DataError("set data.text_column or data.feature_columns, not both")
+
+    def load(self):
+        self._check_settings()
         table, where = self.read()
         if not where:
             raise DataError(f"{self.source} has a header but no rows")
         named = [(self.target_column, "target"), (self.text_column, "text"), (self.split_column, "split")]
-        named += [(name, "feature") for name in self.feature_columns or []]
+        named += [(name, "feature") for name in (self.feature_columns or []) + self.categorical_columns]
         for name, role in named:
             if name is not None:
                 self._column(table, name, role)  # every missing column is named before any work
+        table, where = self._drop_rows_without_target(table, where)
+        features = None if self.text_column is not None else self._feature_kinds(table, where)
+        if features is not None:
+            table, where = self._apply_missing_policy(table, where, features)
         if self.split_column is None and len(where) < 10:
             raise DataError(f"{self.source} has {len(where)} rows; splitting needs at least 10 (or a split_column)")
-        raw_targets = self._column(table, self.target_column, "target")
-        for row, value in enumerate(raw_targets):
-            if value.strip() == "":
-                raise DataError(f"{self.source}, {where[row]}: the target column {self.target_column!r} is empty")
+        raw_targets = table[self.target_column]
         task = self.task or infer_task(raw_targets)
         targets, class_names = self._targets(raw_targets, task, where)
         index = self._split(table, targets, task, where)
         if task != "regression":
             self._check_labels(targets, class_names, index, where)
-        inputs, spec_inputs = self._inputs(table, index, where)
+        if features is None:
+            inputs, spec_inputs = self._text_inputs(table, index)
+        else:
+            inputs, spec_inputs = self._table_inputs(table, index, features)
         if task == "regression":
             train_y = targets[index["train"]]
             self.target_mean, self.target_std = float(train_y.mean()), float(train_y.std()) or 1.0
@@ -114,6 +142,97 @@ class UserDataModule(TensorDataModule):
         )
         return splits, spec
 
+    def recorded_params(self) -> dict[str, str]:
+        def shown(value) -> str:
+            text = ",".join(value) if isinstance(value, list) else str(value)
+            return text if len(text) <= 500 else f"{text[:480]}... ({len(value)} in all)"
+
+        return {f"data.inferred.{key}": shown(value) for key, value in self.inferred.items()}
+
+    def inferred_summary(self) -> str | None:
+        facts = self.inferred
+        parts = []
+        if "numeric_columns" in facts:
+            categorical = ", ".join(facts["categorical_columns"]) or "none"
+            parts.append(f"{len(facts['numeric_columns'])} numeric columns, categorical: {categorical}")
+            if self.missing == "drop":
+                parts.append(f"{facts['rows_dropped']} rows with missing cells dropped")
+            else:  # impute, or error (which stopped at the first one)
+                parts.append(f"{facts['missing_values']} missing cells imputed")
+        if facts.get("rows_without_target"):
+            parts.append(f"{facts['rows_without_target']} rows without a {self.target_column!r} dropped")
+        return f"data: {'; '.join(parts)}" if parts else None
+
+    def _keep_rows(self, table, where, keep: list[int]):
+        return {name: [values[i] for i in keep] for name, values in table.items()}, [where[i] for i in keep]
+
+    def _drop_rows_without_target(self, table, where):
+        """Rows whose target is missing teach nothing: dropped, and counted."""
+        keep = [row for row, value in enumerate(table[self.target_column]) if not is_missing(value)]
+        self.inferred["rows_without_target"] = len(where) - len(keep)
+        if not keep:
+            raise DataError(f"{self.source}: the target column {self.target_column!r} is empty on every row")
+        return self._keep_rows(table, where, keep)
+
+    def _feature_kinds(self, table, where) -> dict[str, str]:
+        """numeric or categorical for each feature column; the ones no model can use
+        are named, all in one message, with what to set instead."""
+        skip = {self.target_column, self.split_column}
+        names = self.feature_columns or [c for c in table if c not in skip]
+        if not names:
+            raise DataError(f"{self.source}: no feature columns; set data.feature_columns or data.text_column")
+        kinds = {name: kind_of(table[name], name in self.categorical_columns) for name in names}
+        for name in names:
+            if kinds[name] == "categorical" and name not in self.categorical_columns:
+                self._check_not_mixed(name, table[name], where)
+        unusable = {name: kind for name, kind in kinds.items() if kind in WHY_UNUSABLE}
+        if unusable:
+            usable = [name for name in names if name not in unusable]
+            reasons = "; ".join(f"{name!r} is {WHY_UNUSABLE[kind]}" for name, kind in unusable.items())
+            actions = [f"leave them out with data.feature_columns=[{','.join(usable)}]"] if usable else []
+            texts = [name for name, kind in unusable.items() if kind == "text"]
+            actions += [f"read the text alone with data.text_column={texts[0]}"] if texts else []
+            actions = actions or ["name the feature columns to use with data.feature_columns=[...]"]
+            raise DataError(f"{self.source}: no model here can use these columns as they are: {reasons}. "
+                            f"To train, {' or '.join(actions)}.")
+        self.inferred["numeric_columns"] = [n for n in names if kinds[n] == "numeric"]
+        self.inferred["categorical_columns"] = [n for n in names if kinds[n] == "categorical"]
+        return kinds
+
+    def _check_not_mixed(self, name: str, values: list[str], where) -> None:
+        """A column of numbers with a few words in it is a typo, not a category."""
+        present = [(row, v) for row, v in enumerate(values) if not is_missing(v)]
+        words = [(row, v) for row, v in present if not is_number(v)]
+        if len(words) <= 0.1 * len(present):
+            row, value = words[0]
+            raise DataError(
+                f"{self.source}, {where[row]}: {value!r} in feature column {name!r} is not a number, though "
+                f"{len(present) - len(words)} of its {len(present)} values are. Fix the cell, mark it missing (NA), "
+                f"or read the column as labels with data.categorical_columns=[{name}]."
+            )
+
+    def _apply_missing_policy(self, table, where, kinds: dict[str, str]):
+        """data.missing: impute (counted; the imputer runs with the encoders), drop
+        the rows with an empty feature cell (counted), or error at the first one."""
+        holes = [(row, name) for name in kinds for row, v in enumerate(table[name]) if is_missing(v)]
+        self.inferred["missing_values"] = len(holes)
+        self.inferred["rows_dropped"] = 0
+        if not holes:
+            return table, where
+        if self.missing == "error":
+            row, name = min(holes)
+            raise DataError(
+                f"{self.source}, {where[row]}: feature column {name!r} is empty ({table[name][row]!r}); "
+                f"{len(holes)} cells in all are. Set data.missing=impute or data.missing=drop, or fill them."
+            )
+        if self.missing == "drop":
+            empty = {row for row, _ in holes}
+            keep = [row for row in range(len(where)) if row not in empty]
+            self.inferred["rows_dropped"] = len(empty)
+            if not keep:
+                raise DataError(f"{self.source}: every row has an empty feature cell; data.missing=drop leaves none")
+            return self._keep_rows(table, where, keep)
+        return table, where
     def _targets(self, raw: list[str], task: str, where: list[str]):
         if task == "regression":
             values = []
@@ -131,6 +250,12 @@ class UserDataModule(TensorDataModule):
         if task == "binary" and len(names) != 2:
             raise DataError(
                 f"{self.source}: task=binary needs 2 distinct values in {self.target_column!r}, found {len(names)}"
+            )
+        if len(names) < 2:
+            raise DataError(
+                f"{self.source}: the target column {self.target_column!r} holds one class ({names[0]!r}); "
+                "a classifier needs at least two. Pick another data.target_column, or data.task=regression "
+                "for numbers."
             )
         ids = {name: i for i, name in enumerate(names)}
         return torch.tensor([ids[v] for v in raw], dtype=torch.long), tuple(names)
@@ -161,58 +286,29 @@ class UserDataModule(TensorDataModule):
         for split in ("val", "test"):
             for row in index[split]:
                 if int(targets[row]) not in seen:
+                    trained = sorted(class_names[i] for i in seen)
                     raise DataError(
-                        f"{self.source}, {where[row]}: label {class_names[int(targets[row])]!r} is in the {split} "
-                        "split but never in train, so no model can learn it; add training examples of it "
-                        "or remove it"
+                        f"{self.source}, {where[row]}: label {class_names[int(targets[row])]!r} of the target column "
+                        f"{self.target_column!r} is in the {split} split but never in train (which has {trained}), "
+                        "so no model can learn it; add training examples of it or remove it"
                     )
 
-    def _inputs(self, table, index, where) -> tuple[torch.Tensor, dict]:
-        if self.text_column is not None:
-            texts = self._column(table, self.text_column, "text")
-            self.vocab = Vocabulary.build([texts[i] for i in index["train"]], self.vocab_size, self.min_freq)
-            inputs = self.vocab.encode(texts, self.seq_len)
-            return inputs, {"input_kind": "tokens", "input_shape": (self.seq_len,), "vocab_size": len(self.vocab)}
-        skip = {self.target_column, self.split_column}
-        names = self.feature_columns or [c for c in table if c not in skip]
-        columns = []
-        for name in names:
-            values = []
-            for row, value in enumerate(self._column(table, name, "feature")):
-                try:
-                    values.append(float(value))
-                except ValueError:
-                    raise DataError(self._not_a_number(table, name, value, where[row], skip)) from None
-            columns.append(values)
-        if not columns:
-            raise DataError(f"{self.source}: no feature columns; set data.feature_columns or data.text_column")
-        features = torch.tensor(columns, dtype=torch.float32).T  # (N, F)
-        train = features[index["train"]]
-        mean, std = train.mean(0), train.std(0).nan_to_num(1.0)
-        inputs = (features - mean) / torch.where(std > 0, std, torch.ones_like(std))
-        return inputs, {"input_kind": "features", "input_shape": (len(names),)}
+    def _text_inputs(self, table, index) -> tuple[torch.Tensor, dict]:
+        texts = self._column(table, self.text_column, "text")
+        self.vocab = Vocabulary.build([texts[i] for i in index["train"]], self.vocab_size, self.min_freq)
+        self.raw_input = RawText(self.text_column, self.vocab.words, self.seq_len,
+                                 examples=[texts[i] for i in index["test"]])
+        inputs = self.vocab.encode(texts, self.seq_len)
+        return inputs, {"input_kind": "tokens", "input_shape": (self.seq_len,), "vocab_size": len(self.vocab)}
 
-    def _not_a_number(self, table, name: str, value: str, where: str, skip: set) -> str:
-        """Why a feature column cannot be read, and what to set instead."""
-        numeric = [c for c in table if c not in skip and c != name and all(_is_number(v) for v in table[c])]
-        leave_out = f"data.feature_columns=[{','.join(numeric)}]" if numeric else "data.feature_columns=[...]"
-        if looks_like_text(table[name]):
-            return (f"{self.source}: column {name!r} holds text (e.g. {value!r}, {where}). Read it as text with "
-                    f"data.text_column={name}, or leave it out with {leave_out}.")
-        return (f"{self.source}, {where}: {value!r} in feature column {name!r} is not a number; feature columns "
-                f"must be numeric. Leave it out with {leave_out}.")
-
-
-def _is_number(value: str) -> bool:
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True
-
-
-def looks_like_text(values: list[str]) -> bool:
-    """Free text rather than labels: most values have several words, and most are distinct."""
-    sample = values[:1000]
-    wordy = sum(len(v.split()) >= 3 for v in sample)
-    return wordy >= len(sample) / 2 and len(set(sample)) >= len(sample) / 2
+    def _table_inputs(self, table, index, kinds) -> tuple[torch.Tensor, dict]:
+        """Features from scikit-learn's ColumnTransformer, fitted on the training rows only."""
+        numeric, categorical = self.inferred["numeric_columns"], self.inferred["categorical_columns"]
+        integers = [name for name in numeric if all(_is_int(v) for v in table[name])]
+        raw = RawTable(list(kinds), categorical, integers, preprocessor(numeric, categorical, self.scale))
+        rows = raw.frame({name: table[name] for name in kinds})
+        raw.fitted.fit(rows.iloc[index["train"]])
+        raw.examples = rows.iloc[index["test"]].reset_index(drop=True)
+        self.raw_input = raw
+        inputs = torch.tensor(raw.fitted.transform(rows), dtype=torch.float32)
+        return inputs, {"input_kind": "features", "input_shape": (inputs.shape[1],)}
