@@ -7,7 +7,9 @@
 Runs are grouped by the choices that vary (or --by); each group's scores are the
 objective's best value per run (`<metric>_best`, else the metric's last value).
 Nuisance params (tuned per choice) are settled first: per choice, the setting with
-the best mean score is kept and only its runs are compared.
+the best mean score is kept and only its runs are compared. Each trained run counts
+once (a sweep's re-used run stands for the run it points to). Below stats.MIN_RUNS
+runs a choice gets no interval and its pairs no verdict ("too few runs").
 """
 
 import argparse
@@ -24,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from src import PROJECT_ROOT, record, stats, store
+from src.identity import NOT_TRAINING
 from src.validate import ConfigError
 
 # Params recorded on every run that follow from others (sizes), never compared on their own.
@@ -79,6 +82,28 @@ def score(run, metric: str) -> float | None:
     return None if value is None or np.isnan(value) else value
 
 
+def trained_once(runs: list) -> list:
+    """One run per trained run: a re-used run (skip_finished) and the run it points to
+    are one; the one that trained is kept where both are there."""
+    kept: dict[str, object] = {}
+    for run in runs:
+        trained = run.data.tags.get(record.REUSED_FROM, run.info.run_id)
+        if trained not in kept or trained == run.info.run_id:
+            kept[trained] = run
+    return list(kept.values())
+
+
+def pooled_differences(members: list, exclude: list[str]) -> list[str]:
+    """The settings that differ among the runs pooled into one choice ("trainer.max_epochs
+    (3, 5)"), other than the seed, the tuned params and what does not change training."""
+    def counts(key: str) -> bool:
+        return (key not in DERIVED and key not in exclude and not key.startswith("data.inferred.")
+                and key.split(".")[0] not in NOT_TRAINING)
+
+    differing = [k for k in varied_params(members) if counts(k) and k.split(".")[0] not in exclude]
+    return [f"{k} ({', '.join(sorted({str(r.data.params.get(k)) for r in members}))})" for k in differing]
+
+
 def _label(run, keys: list[str]) -> str:
     return "-".join(str(run.data.params.get(k)) for k in keys) if keys else "all"
 
@@ -110,6 +135,7 @@ def at_edge(value: float, low: float, high: float, continuous: bool, log: bool) 
 def analyse(runs: list, metric: str | None = None, by: list[str] | None = None,
             nuisance: list[str] | None = None, parent=None) -> dict:
     """Everything the report shows, as plain numbers (tested without any drawing)."""
+    runs = trained_once(runs)
     finished = [r for r in runs if r.info.status == "FINISHED"]
     if not finished:
         raise ValueError(f"No FINISHED runs to compare (of {len(runs)}).")
@@ -128,9 +154,11 @@ def analyse(runs: list, metric: str | None = None, by: list[str] | None = None,
         if run.info.status != "FINISHED":
             failed[_label(run, by)] = failed.get(_label(run, by), 0) + 1
 
-    rows, tuning, chosen, all_scores = [], [], {}, {}
+    rows, tuning, chosen, all_scores, pooled = [], [], {}, {}, {}
     for name, members in sorted(groups.items()):
         all_scores[name] = [score(r, metric) for r in members]
+        if differences := pooled_differences(members, by + nuisance):
+            pooled[name] = differences
         kept = members
         if nuisance:  # the nuisance setting with the best mean score, per choice
             settings: dict[str, list] = {}
@@ -156,8 +184,9 @@ def analyse(runs: list, metric: str | None = None, by: list[str] | None = None,
         fit = [r.data.metrics["time/fit_s"] for r in kept if "time/fit_s" in r.data.metrics]
         rows.append({
             "choice": name, "runs": len(values), "failed": failed.get(name, 0),
-            "mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-            "ci": stats.bootstrap_ci(values), "median": float(np.median(values)),
+            "mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else float("nan"),
+            "ci": stats.bootstrap_ci(values) if len(values) >= stats.MIN_RUNS else None,
+            "median": float(np.median(values)),
             "iqm": stats.iqm(values), "best": float(values.max() if mode == "max" else values.min()),
             "fit_s": float(np.mean(fit)) if fit else float("nan"),
         })
@@ -166,6 +195,11 @@ def analyse(runs: list, metric: str | None = None, by: list[str] | None = None,
     for a, b in itertools.combinations([row["choice"] for row in rows], 2):
         xa = sign * np.array([score(r, metric) for r in chosen[a]])
         xb = sign * np.array([score(r, metric) for r in chosen[b]])
+        fewest = min(len(xa), len(xb))
+        if fewest < stats.MIN_RUNS:
+            pairs.append({"a": a, "b": b, "p": stats.prob_better(xa, xb), "ci": None,
+                          "verdict": f"too few runs (n={fewest})"})
+            continue
         low, high = stats.prob_better_ci(xa, xb)
         pairs.append({"a": a, "b": b, "p": stats.prob_better(xa, xb), "ci": (low, high),
                       "verdict": stats.verdict(low, high, a, b)})
@@ -173,7 +207,7 @@ def analyse(runs: list, metric: str | None = None, by: list[str] | None = None,
     expected = {name: [sign * stats.expected_max(sign * np.array(v), n) for n in range(1, len(v) + 1)]
                 for name, v in all_scores.items()}
     return {"metric": metric, "mode": mode, "by": by, "nuisance": nuisance, "rows": rows, "pairs": pairs,
-            "tuning": tuning, "expected": expected, "chosen": chosen,
+            "tuning": tuning, "expected": expected, "chosen": chosen, "pooled": pooled,
             "runs": len(runs), "finished": len(finished), "failed": len(runs) - len(finished)}
 
 
@@ -195,15 +229,18 @@ def markdown(result: dict, title: str) -> str:
              "| choice | runs | failed | mean | std | 95% CI | median | IQM | best | fit s |",
              "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
     for r in result["rows"]:
-        lines.append(f"| {r['choice']} | {r['runs']} | {r['failed']} | {r['mean']:.4f} | {r['std']:.4f} | "
-                     f"[{r['ci'][0]:.4f}, {r['ci'][1]:.4f}] | {r['median']:.4f} | {r['iqm']:.4f} | "
+        lines.append(f"| {r['choice']} | {r['runs']} | {r['failed']} | {r['mean']:.4f} | {_number(r['std'])} | "
+                     f"{_interval(r['ci'], r['runs'])} | {r['median']:.4f} | {r['iqm']:.4f} | "
                      f"{r['best']:.4f} | {r['fit_s']:.1f} |")
+    lines += [f"- WARNING {name}: its runs differ in {', '.join(keys)}; they are pooled as one choice "
+              "(group by them with --by, or compare runs that share them)" for name, keys in result["pooled"].items()]
     lines += ["", "## Pairwise: P(A beats B)", "",
               "Over all pairs (one run of A, one of B; unpaired, ties count 1/2), with a 95% bootstrap "
-              "interval. A verdict needs the interval above 0.5 and reaching 0.75 (Bouthillier et al. 2021).", "",
+              "interval. A verdict needs the interval above 0.5 and reaching 0.75 (Bouthillier et al. 2021), "
+              f"and an interval needs at least {stats.MIN_RUNS} runs per choice.", "",
               "| A | B | P(A > B) | 95% CI | verdict |", "|---|---|---:|---|---|"]
     for p in result["pairs"]:
-        lines.append(f"| {p['a']} | {p['b']} | {p['p']:.3f} | [{p['ci'][0]:.3f}, {p['ci'][1]:.3f}] | **{p['verdict']}** |")
+        lines.append(f"| {p['a']} | {p['b']} | {p['p']:.3f} | {_interval(p['ci'], digits=3)} | **{p['verdict']}** |")
     if not result["pairs"]:
         lines.append("| (one choice only: nothing to compare) | | | | |")
     if result["tuning"]:
@@ -222,22 +259,33 @@ def markdown(result: dict, title: str) -> str:
     return "\n".join(lines)
 
 
+def _number(value: float) -> str:
+    return "–" if np.isnan(value) else f"{value:.4f}"
+
+
+def _interval(ci: tuple | None, runs: int | None = None, digits: int = 4) -> str:
+    if ci is None:
+        return f"too few runs (n={runs})" if runs is not None else "–"
+    return f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
 def print_tables(result: dict, title: str, console: Console) -> None:
     table = Table(title=f"{title}: {result['metric']} ({'higher' if result['mode'] == 'max' else 'lower'} is better)")
     for column in ("choice", "runs", "failed", "mean", "std", "95% CI", "median", "IQM", "best", "fit s"):
         table.add_column(column, justify="left" if column == "choice" else "right")
     for r in result["rows"]:
-        table.add_row(r["choice"], str(r["runs"]), str(r["failed"]), f"{r['mean']:.4f}", f"{r['std']:.4f}",
-                      f"[{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]", f"{r['median']:.4f}", f"{r['iqm']:.4f}",
+        table.add_row(r["choice"], str(r["runs"]), str(r["failed"]), f"{r['mean']:.4f}", _number(r["std"]),
+                      _interval(r["ci"], r["runs"], digits=3), f"{r['median']:.4f}", f"{r['iqm']:.4f}",
                       f"{r['best']:.4f}", f"{r['fit_s']:.1f}")
     console.print(table)
+    for name, keys in result["pooled"].items():
+        console.print(f"[bold red]WARNING[/] {name}: its runs differ in {', '.join(keys)}; pooled as one choice")
     pairs = Table(title="P(A beats B), all pairs of runs, 95% bootstrap CI")
     for column in ("A", "B", "P(A>B)", "95% CI", "verdict"):
         pairs.add_column(column)
     for p in result["pairs"]:
-        style = "bold green" if p["verdict"] != "no evidence" else "yellow"
-        pairs.add_row(p["a"], p["b"], f"{p['p']:.3f}", f"[{p['ci'][0]:.3f}, {p['ci'][1]:.3f}]",
-                      f"[{style}]{p['verdict']}[/]")
+        style = "bold green" if p["verdict"].endswith(" better") else "yellow"
+        pairs.add_row(p["a"], p["b"], f"{p['p']:.3f}", _interval(p["ci"], digits=3), f"[{style}]{p['verdict']}[/]")
     console.print(pairs)
     for t in result["tuning"]:
         console.print(f"tuned {t['choice']}: best {t['setting']} (mean {t['mean']:.4f} over {t['runs']} runs)")

@@ -33,14 +33,16 @@ def learning_curves(curves: dict[str, list[list[tuple[int, float]]]], metric: st
 
 
 def intervals(rows: list[dict], metric: str):
-    """Per choice: the mean as a bar, the 95% bootstrap interval as an error bar."""
+    """Per choice: the mean as a bar, the 95% bootstrap interval as an error bar
+    (none for a choice with too few runs for one)."""
     figure, axis = plt.subplots(figsize=(max(4.0, 1.2 * len(rows) + 2), 4.5))
     names = [row["choice"] for row in rows]
     means = np.array([row["mean"] for row in rows])
-    errors = np.array([[row["mean"] - row["ci"][0], row["ci"][1] - row["mean"]] for row in rows]).T  # (2, choices)
+    spans = [row["ci"] or (row["mean"], row["mean"]) for row in rows]
+    errors = np.array([[mean - low, high - mean] for mean, (low, high) in zip(means, spans, strict=True)]).T
     axis.bar(names, means, yerr=errors, capsize=6, color="tab:blue", alpha=0.7)
-    low = min(row["ci"][0] for row in rows)
-    high = max(row["ci"][1] for row in rows)
+    low = min(span[0] for span in spans)
+    high = max(span[1] for span in spans)
     margin = max(high - low, 1e-3) * 0.5
     axis.set_ylim(low - margin, high + margin)  # the differences, not the distance from zero
     axis.set(ylabel=metric, title=f"{metric}: mean and 95% bootstrap interval")

@@ -8,6 +8,10 @@ import numpy as np
 
 RESAMPLES = 10_000  # bootstrap resamples: the interval ends move < 0.01 between seeds
 SEED = 0  # a fixed RNG seed, so that a report is the same each time it is written
+# The fewest runs per choice for an interval and a verdict. A bootstrap of one run is
+# that run ([x, x]); of two, three resample means. With 3 runs against 3, a verdict
+# needs A to beat B in (nearly) every pair; below, the report says "too few runs".
+MIN_RUNS = 3
 
 
 def iqm(values) -> float:

@@ -15,6 +15,7 @@ KILLED (after an error: FAILED), never RUNNING; the report covers the jobs that 
 import atexit
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -41,7 +42,7 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         if not config.get("logger"):
             return  # logger=none: nothing is recorded, so no parent either
-        from src import record, redact, store
+        from src import record, redact, stats, store
         from src.identity import git_tags
 
         self.tracking_uri = config.logger.tracking_uri
@@ -75,6 +76,11 @@ class SweepCallback(Callback):
         record.log_params(client, self.parent_id, params)
         os.environ[record.SWEEP_PARENT_ENV] = self.parent_id
         print(f"Sweep parent run {self.parent_id} (experiment '{config.experiment_name}')")
+        seeds = seed_count(space.get("seed"))
+        if choices.get("hydra/sweeper") == "basic" and seeds is not None and seeds < stats.MIN_RUNS:
+            print(f"Note: {seeds} seed{'s' if seeds > 1 else ''} per choice. The report gives a choice an interval, "
+                  f"and a pair a verdict, from {stats.MIN_RUNS} runs each (e.g. seed=0,1,2); below, it says "
+                  "\"too few runs\".")
 
     def catch_stops(self) -> None:
         if threading.current_thread() is threading.main_thread():  # the only one that may
@@ -188,6 +194,19 @@ def _processes_naming(folder: str, ancestor: int | None = None) -> dict[int, int
         return pid == ancestor
 
     return {pid: parents[pid] for pid in named if ancestor is None or descends(pid)}
+
+
+def seed_count(swept: str | None) -> int | None:
+    """How many seeds a sweep's `seed` value names: "0,1,2" 3, "range(0,5)" 5, not swept 1;
+    None for what cannot be counted (an Optuna distribution)."""
+    if swept is None:
+        return 1
+    if match := re.fullmatch(r"range\((-?\d+),\s*(-?\d+)(?:,\s*(\d+))?\)", swept.strip()):
+        start, stop, step = int(match[1]), int(match[2]), int(match[3] or 1)
+        return len(range(start, stop, step))
+    if "(" in swept:
+        return None
+    return len([value for value in swept.split(",") if value.strip()])
 
 
 def _listed(value) -> str:

@@ -82,3 +82,52 @@ def test_filter_and_by_select_runs_without_a_sweep(mlruns):
                   "--out", str(mlruns / "iris")])
     text = (mlruns / "iris" / "report.md").read_text()
     assert "4 runs: 4 FINISHED" in text and "| linear | mlp |" in text
+
+
+def test_too_few_runs_give_no_interval_and_no_verdict(mlruns, capsys):
+    client = MlflowClient(store_uri(mlruns))
+    runs = [({"optimizer": "adam", "seed": 0}, 0.9, "FINISHED"), ({"optimizer": "sgd", "seed": 0}, 0.5, "FINISHED")]
+    parent = record_sweep(client, runs)
+    compare.main(["--tracking-uri", store_uri(mlruns), "--out", str(mlruns / "one")])
+    text = (mlruns / "one" / "report.md").read_text()
+    assert "| adam | 1 | 0 | 0.9000 | – | too few runs (n=1) |" in text
+    assert "| adam | sgd | 1.000 | – | **too few runs (n=1)** |" in text
+    assert "[1.000" not in text and "adam better" not in capsys.readouterr().out
+    assert client.get_run(parent).data.tags["triad.verdicts"] == "adam vs sgd: too few runs (n=1)"
+    # two seeds: a deviation, still no interval nor verdict
+    rows = [({"model": m, "seed": s}, base + s / 100, "FINISHED") for m, base in (("mlp", 0.9), ("cnn", 0.5)) for s in (0, 1)]
+    record_sweep(MlflowClient(store_uri(mlruns / "two")), rows)
+    result = compare.analyse(compare.sweep_runs(MlflowClient(store_uri(mlruns / "two")),
+                                                compare.latest_parent(MlflowClient(store_uri(mlruns / "two")), ["1"]).info.run_id))
+    assert [r["ci"] for r in result["rows"]] == [None, None] and result["rows"][0]["std"] > 0
+    assert [p["verdict"] for p in result["pairs"]] == ["too few runs (n=2)"]
+
+
+def test_a_reused_run_and_the_run_it_points_to_count_once(mlruns):
+    client = MlflowClient(store_uri(mlruns))
+    runs = [({"model": m, "data": "iris", "seed": s}, base + s / 100, "FINISHED")
+            for m, base in (("mlp", 0.9), ("linear", 0.5)) for s in range(3)]
+    parent = record_sweep(client, runs)
+    # A second sweep of the same configs re-used every run (skip_finished): 6 more records, no training.
+    for original in compare.sweep_runs(client, parent):
+        tags = {"triad.reused_from": original.info.run_id, "triad.objective": "val/acc", "triad.objective_mode": "max"}
+        copy = client.create_run(original.info.experiment_id, tags=tags).info.run_id
+        client.log_batch(copy, params=[Param(k, v) for k, v in original.data.params.items()],
+                         metrics=[Metric("val/acc_best", original.data.metrics["val/acc_best"], 0, 0)])
+        client.set_terminated(copy, "FINISHED")
+    compare.main(["--tracking-uri", store_uri(mlruns), "--filter", "params.data = 'iris'", "--by", "model",
+                  "--out", str(mlruns / "iris")])
+    text = (mlruns / "iris" / "report.md").read_text()
+    assert "6 runs: 6 FINISHED" in text and "| mlp | 3 | 0 |" in text
+
+
+def test_runs_pooled_into_one_choice_that_differ_in_a_fixed_setting_are_named(mlruns, capsys):
+    client = MlflowClient(store_uri(mlruns))
+    runs = [({"model": "mlp", "trainer.max_epochs": 3 + 2 * (s % 2), "seed": s}, 0.9, "FINISHED") for s in range(4)]
+    runs += [({"model": "linear", "trainer.max_epochs": 3, "seed": s}, 0.5, "FINISHED") for s in range(3)]
+    record_sweep(client, runs)
+    compare.main(["--tracking-uri", store_uri(mlruns), "--by", "model", "--out", str(mlruns / "pooled")])
+    text = (mlruns / "pooled" / "report.md").read_text()
+    assert "WARNING mlp: its runs differ in trainer.max_epochs (3, 5)" in text
+    assert "WARNING linear" not in text
+    assert "mlp: its runs differ in trainer.max_epochs (3, 5)" in capsys.readouterr().out

@@ -55,10 +55,11 @@ def test_named_sweep_with_the_basic_launcher_ends_with_a_report(mlruns):
     report = check_sweep(client, parent, children, 8)
     assert "grouped by model, optimizer" in report
     assert "| linear-adam | 2 | 0 |" in report and "| mlp-sgd | 2 | 0 |" in report
-    # Every one of the 6 pairs has a verdict, in the terminal too.
+    # 2 seeds per choice: too few for a verdict, said before the sweep starts and in each of the 6 pairs.
+    assert result.stdout.index("Note: 2 seeds per choice") < result.stdout.index("parameters; MLflow run")
     verdicts = [line for line in report.splitlines() if line.endswith("** |")]
     assert len(verdicts) == 6
-    assert all(("better" in v) or ("no evidence" in v) for v in verdicts)
+    assert all("too few runs (n=2)" in v for v in verdicts)
     assert "P(A beats B)" in result.stdout and "Report:" in result.stdout
 
 
@@ -250,3 +251,11 @@ def test_sigterm_before_the_first_job_ends_the_sweep_killed(tmp_path, sweeps):
     client, [parent], children = sweep_record(mlruns)
     assert parent.info.status == "KILLED"
     assert all(r.info.status == "KILLED" for r in children)
+
+
+def test_the_seeds_a_sweep_names_are_counted_before_it_starts():
+    from src.sweep import seed_count
+
+    assert seed_count("0,1,2") == 3 and seed_count("range(0,5)") == 5 and seed_count("range(0, 10, 2)") == 5
+    assert seed_count(None) == 1  # seed not swept: one run per choice
+    assert seed_count("interval(0, 1)") is None  # a distribution: not counted
