@@ -3,6 +3,7 @@ process and served over HTTP by `mlflow models serve`, as a user starts it."""
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from hydra.utils import instantiate
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
+from src import PROJECT_ROOT
 from tests.conftest import run_train, store_uri, write_user_data
 
 pytestmark = pytest.mark.slow
@@ -27,6 +29,14 @@ pytestmark = pytest.mark.slow
 palmerpenguins = pytest.importorskip("palmerpenguins")
 # A public table of 344 penguins (CC0): 2 categorical columns, NA cells in 5 columns.
 PENGUINS = Path(palmerpenguins.__file__).parent / "data" / "penguins.csv"
+
+
+def readme_serving() -> tuple[str, str]:
+    """The README's `mlflow models serve` command and its `curl` command, as printed there."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    serve = next(line for line in readme.splitlines() if line.startswith("mlflow models serve "))
+    start = readme.index("curl -X POST")
+    return serve, readme[start : readme.index("}}'", start) + 3]
 
 
 def free_port() -> int:
@@ -37,12 +47,14 @@ def free_port() -> int:
 
 @contextmanager
 def served(model_uri: str, tracking_uri: str, log_path: Path):
-    """`mlflow models serve -m <uri> --env-manager local` on 127.0.0.1, stopped after."""
+    """The README's `mlflow models serve` (--env-manager local, on 127.0.0.1), stopped after."""
     port = free_port()
     bin_dir = Path(sys.executable).parent  # the environment's mlflow and uvicorn, as in an activated venv
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    command = [str(bin_dir / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
-               "-h", "127.0.0.1", "-p", str(port)]
+    serve, _ = readme_serving()
+    command = shlex.split(serve.replace("<model id>", model_uri.removeprefix("models:/")).replace("5001", str(port)))
+    command[0] = str(bin_dir / "mlflow")
+    assert command[command.index("-h") + 1] == "127.0.0.1" and "--env-manager" in command
     with log_path.open("w") as log:
         server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -127,6 +139,13 @@ def test_a_public_mixed_table_trains_as_typed_and_its_served_model_answers_raw_r
         answers = post(url, payload)
         # a row with unknown and absent values, as a user might send one
         odd = post(url, {"dataframe_records": [{"island": "Atlantis", "bill_length_mm": 50.1, "sex": "NA"}]})
+        # the README's curl command, as printed there
+        _, curl = readme_serving()
+        typed = subprocess.run(["bash", "-c", curl.replace("127.0.0.1:5001", url.removeprefix("http://"))],
+                               capture_output=True, text=True, timeout=60)
+    assert typed.returncode == 0, typed.stderr
+    readme_answers = json.loads(typed.stdout)["predictions"]
+    assert len(readme_answers) == 2 and {a["prediction"] for a in readme_answers} <= set(module.spec.class_names)
     assert [a["prediction"] for a in answers] == list(local["prediction"])
     served_probabilities = np.array([[a[f"probability_{n}"] for n in module.spec.class_names] for a in answers])
     expected = local[[f"probability_{n}" for n in module.spec.class_names]].to_numpy()
