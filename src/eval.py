@@ -55,10 +55,17 @@ def recorded(cfg: DictConfig, folder: str):
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the recorded model; record and return its test metrics."""
-    from src import build, preflight, store
+    import warnings
+
+    import pytorch_lightning  # noqa: F401  sets its loggers to INFO when imported: before quiet_libraries
+
+    from src import build, console, preflight, store
 
     if cfg.logger:
         store.check(cfg.logger.tracking_uri, existing=bool(cfg.run_id))
+    console.quiet_libraries()
+    # Testing a checkpoint needs none of the callbacks that wrote it; Lightning says so each time.
+    warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`, callbacks used to create")
 
     with tempfile.TemporaryDirectory() as folder:
         run_cfg, ckpt_path, original = recorded(cfg, folder)

@@ -344,6 +344,8 @@ def test_every_readme_evaluation_and_report_command_runs_as_typed(runner):
         result = runner._run(command, module, args, trains=False)
         assert result.returncode == 0, f"{command}: exit {result.returncode}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
         assert "Traceback" not in result.stderr, command
+        noise = [line for line in result.stderr.splitlines() if re.search(r"Warning|WARNING|INFO|Tip|deprecated", line)]
+        assert not noise, f"{command}: the console shows library noise: {noise}"
     assert (runner.root / "reports" / "iris" / "report.md").exists()
     evaluations = [r for r in runner.runs(trained[0]) if r.data.tags.get("triad.evaluated_checkpoint")]
     assert len(evaluations) == 5  # four by run_id, one by ckpt_path; with logger=none nothing is recorded
