@@ -17,6 +17,8 @@ SHOWN_GROUPS = ("data", "model", "loss", "optimizer", "scheduler", "trainer")
 def quiet_libraries() -> None:
     """Silence what the libraries print that is no news to a user; warnings about
     the user's own config, data or run still print."""
+    import pytorch_lightning  # noqa: F401  sets its loggers to INFO when first imported: import it first
+
     # Lightning's INFO lines: "GPU available: False", tips, "`Trainer.fit` stopped", checkpoint restores.
     for name in ("pytorch_lightning", "lightning_fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)

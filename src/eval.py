@@ -57,8 +57,6 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the recorded model; record and return its test metrics."""
     import warnings
 
-    import pytorch_lightning  # noqa: F401  sets its loggers to INFO when imported: before quiet_libraries
-
     from src import build, console, preflight, store
 
     if cfg.logger:

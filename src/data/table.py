@@ -38,6 +38,14 @@ def is_missing(value) -> bool:
     return str(value).strip().lower() in MISSING
 
 
+def is_integer(value: str) -> bool:
+    try:
+        int(value)
+    except ValueError:
+        return False
+    return True
+
+
 def is_number(value: str) -> bool:
     try:
         float(value)

@@ -57,7 +57,10 @@ class RawText:
         self.keep, self.bpe = keep, bpe
         self.examples = None if examples is None else self.frame(examples)
         self.index = {token: i for i, token in enumerate(self.tokens)}
-        self._bpe = None
+        if tokenizer == "bpe":
+            from tokenizers import Tokenizer
+
+            self.bpe_tokenizer = Tokenizer.from_str(bpe)
 
     def texts(self, rows) -> list[str]:
         import pandas as pd
@@ -70,11 +73,7 @@ class RawText:
 
     def ids(self, text: str) -> list[int]:
         if self.tokenizer == "bpe":
-            if self._bpe is None:
-                from tokenizers import Tokenizer
-
-                self._bpe = Tokenizer.from_str(self.bpe)
-            return self._bpe.encode(text).ids
+            return self.bpe_tokenizer.encode(text).ids
         pieces = {"words": tokenize, "spaces": str.split, "chars": list}[self.tokenizer](text)
         return [self.index.get(piece, 1) for piece in pieces]
 
@@ -90,8 +89,7 @@ class RawText:
 
     def decode(self, token_id: int) -> str:
         if self.tokenizer == "bpe":
-            self.ids("")  # loads the tokenizer
-            return self._bpe.decode([token_id])
+            return self.bpe_tokenizer.decode([token_id])
         return self.tokens[token_id]
 
     def frame(self, texts: list[str]):

@@ -25,6 +25,7 @@ from src.data.table import (
     SCALINGS,
     WHY_UNUSABLE,
     RawTable,
+    is_integer,
     is_missing,
     is_number,
     kind_of,
@@ -47,18 +48,10 @@ class DataError(ConfigError):
         super().__init__([message])
 
 
-def _is_int(value: str) -> bool:
-    try:
-        int(value)
-    except ValueError:
-        return False
-    return True
-
-
 def infer_task(values: list[str]) -> str:
     """binary, multiclass or regression, from the raw target values."""
     distinct = set(values)
-    if all(_is_int(v) for v in distinct) and len(distinct) <= MAX_CLASSES:
+    if all(is_integer(v) for v in distinct) and len(distinct) <= MAX_CLASSES:
         return "binary" if len(distinct) == 2 else "multiclass"
     try:
         [float(v) for v in distinct]
@@ -245,7 +238,7 @@ class UserDataModule(TensorDataModule):
                         "is not a number (task=regression)"
                     ) from None
             return torch.tensor(values, dtype=torch.float32), ()
-        numeric = all(_is_int(v) for v in set(raw))
+        numeric = all(is_integer(v) for v in set(raw))
         names = sorted(set(raw), key=int if numeric else str)
         if task == "binary" and len(names) != 2:
             raise DataError(
@@ -304,7 +297,7 @@ class UserDataModule(TensorDataModule):
     def _table_inputs(self, table, index, kinds) -> tuple[torch.Tensor, dict]:
         """Features from scikit-learn's ColumnTransformer, fitted on the training rows only."""
         numeric, categorical = self.inferred["numeric_columns"], self.inferred["categorical_columns"]
-        integers = [name for name in numeric if all(_is_int(v) for v in table[name])]
+        integers = [name for name in numeric if all(is_integer(v) for v in table[name])]
         raw = RawTable(list(kinds), categorical, integers, preprocessor(numeric, categorical, self.scale))
         rows = raw.frame({name: table[name] for name in kinds})
         raw.fitted.fit(rows.iloc[index["train"]])
