@@ -236,8 +236,20 @@ def gpu(store: Path, repeats: int) -> list[Result]:
 # Dense bf16 tensor-core peaks from the vendors' data sheets (SXM parts).
 PEAK_BF16_TFLOPS = {"H200": 989, "H100": 989, "A100": 312, "L4": 121, "A10": 125}
 
+def seeds(store: Path, repeats: int) -> list[Result]:
+    from benchmarks import seeds  # issue 17's comparisons, in their own file
+
+    return seeds.seeds(store, repeats)
+
+
+def seeds_sweep(store: Path, repeats: int) -> list[Result]:
+    from benchmarks import seeds
+
+    return seeds.seeds_sweep(store, repeats)
+
+
 SECTIONS = {"step": step_time, "keras": keras, "tracking": tracking, "startup": startup, "sweep": sweep,
-            "batching": batching, "gpu": gpu}
+            "batching": batching, "gpu": gpu, "seeds": seeds, "seeds_sweep": seeds_sweep}
 
 
 def machine() -> str:

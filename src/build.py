@@ -19,7 +19,6 @@ def experiment(cfg: DictConfig, choices: dict[str, str], overrides: list[str]):
 
     from src import preflight
     from src.gate import instantiate
-    from src.module import ExperimentModule
 
     sweep_safe_strategy(cfg)  # before the config is recorded: the run records what it runs
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -28,12 +27,24 @@ def experiment(cfg: DictConfig, choices: dict[str, str], overrides: list[str]):
     spec = datamodule.spec
     use_task_defaults(cfg, choices, overrides, spec.task)
     check_loaded_data(choices, spec.input_kind, spec.task, changed_groups(overrides))  # the user's file decides its task
-    make_net = instantiate(cfg.model)
-    preflight.check_model_fits(make_net, spec, cfg.model, choices.get("model"))  # before it allocates
-    net = make_net(**spec.model_dims())
+    preflight.check_model_fits(instantiate(cfg.model), spec, cfg.model, choices.get("model"))  # before it allocates
+    return datamodule, module(cfg, spec, cfg.seed)
+
+
+def module(cfg: DictConfig, spec, seed: int):
+    """The LightningModule of this config, its network initialised from `seed` alone
+    (seeded again here: what the data's set-up drew does not shift it, so a seed trained
+    side by side with others (src/members.py) starts where it would alone)."""
+    import pytorch_lightning as pl
+
+    from src.gate import instantiate
+    from src.module import ExperimentModule
+
+    pl.seed_everything(seed, workers=True, verbose=False)
+    net = instantiate(cfg.model)(**spec.model_dims())
     optimizer = instantiate(cfg.optimizer)
     scheduler = instantiate(cfg.scheduler) if cfg.scheduler else None
-    return datamodule, ExperimentModule(net, instantiate(cfg.loss), optimizer, scheduler, spec, cfg.objective)
+    return ExperimentModule(net, instantiate(cfg.loss), optimizer, scheduler, spec, cfg.objective)
 
 
 def use_task_defaults(cfg: DictConfig, choices: dict[str, str], overrides: list[str], task: str) -> None:

@@ -61,21 +61,28 @@ class TextSamples(Callback):
         windows = datamodule.splits["val"][0][: self.num_samples]  # (S, seq_len)
         prompt_len = min(self.prompt_len, windows.size(1))
         prompt = windows[:, :prompt_len].to(pl_module.device)
-        generator = torch.Generator().manual_seed(self.seed)
+        # Seeds trained side by side (src/members.py): each member writes to its own run.
+        members = getattr(pl_module, "count", None)
+        nets = [pl_module.member_net(k) for k in range(members)] if members else [pl_module.net]
+        loggers = getattr(trainer.logger, "loggers", [trainer.logger])
         was_training = pl_module.training
         pl_module.eval()
         try:
-            tokens = sample(pl_module.net, prompt, self.num_tokens, spec.input_shape[0], self.temperature, generator)
+            for net, logger in zip(nets, loggers, strict=False):
+                was_net_training = net.training
+                net.eval()
+                generator = torch.Generator().manual_seed(self.seed)
+                tokens = sample(net, prompt, self.num_tokens, spec.input_shape[0], self.temperature, generator)
+                net.train(was_net_training)
+                parts = []
+                for row in tokens.cpu():
+                    parts.append(f"--- prompt ---\n{datamodule.decode(row[:prompt_len])}\n"
+                                 f"--- continuation ---\n{datamodule.decode(row[prompt_len:])}\n")
+                self.text = "\n".join(parts)
+                if logger is not None and hasattr(logger, "run_id") and hasattr(logger.experiment, "log_text"):
+                    logger.experiment.log_text(logger.run_id, self.text, "samples/samples.txt")
         finally:
             pl_module.train(was_training)
-        parts = []
-        for row in tokens.cpu():
-            parts.append(f"--- prompt ---\n{datamodule.decode(row[:prompt_len])}\n"
-                         f"--- continuation ---\n{datamodule.decode(row[prompt_len:])}\n")
-        self.text = "\n".join(parts)
-        logger = trainer.logger
-        if logger is not None and hasattr(logger, "run_id") and hasattr(logger.experiment, "log_text"):
-            logger.experiment.log_text(logger.run_id, self.text, "samples/samples.txt")
 
 
 class StepTimer(Callback):

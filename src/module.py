@@ -190,23 +190,30 @@ class ExperimentModule(pl.LightningModule):
             self.trainer.callback_metrics["test/confusion_matrix"] = self.test_confusion.compute()
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler_class = self.scheduler_factory.func
-        given = self.scheduler_factory.keywords
-        if issubclass(scheduler_class, ReduceLROnPlateau):
-            # Watches the objective after each validation, in its direction.
-            filled = {} if "mode" in given else {"mode": self.objective_mode}
-            scheduler = self.scheduler_factory(optimizer, **filled)
-            schedule = {"scheduler": scheduler, "interval": "epoch", "monitor": self.objective}
-            return {"optimizer": optimizer, "lr_scheduler": schedule}
-        # Every other schedule steps per batch; those that need the run's length
-        # (T_max, total_steps) get it from the trainer.
-        needs = inspect.signature(scheduler_class).parameters
-        filled = {}
-        for name in ("T_max", "total_steps"):
-            if name in needs and name not in given:
-                filled[name] = int(self.trainer.estimated_stepping_batches)
-        scheduler = self.scheduler_factory(optimizer, **filled)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return optimizer_and_schedule(self)
+
+
+def optimizer_and_schedule(module: pl.LightningModule):
+    """What configure_optimizers returns for a module with optimizer and scheduler
+    factories, its objective and mode: the optimizer over its parameters and the
+    schedule, sized by its trainer where the schedule needs the run's length."""
+    optimizer = module.optimizer_factory(module.parameters())
+    if module.scheduler_factory is None:
+        return optimizer
+    scheduler_class = module.scheduler_factory.func
+    given = module.scheduler_factory.keywords
+    if issubclass(scheduler_class, ReduceLROnPlateau):
+        # Watches the objective after each validation, in its direction.
+        filled = {} if "mode" in given else {"mode": module.objective_mode}
+        scheduler = module.scheduler_factory(optimizer, **filled)
+        schedule = {"scheduler": scheduler, "interval": "epoch", "monitor": module.objective}
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
+    # Every other schedule steps per batch; those that need the run's length
+    # (T_max, total_steps) get it from the trainer.
+    needs = inspect.signature(scheduler_class).parameters
+    filled = {}
+    for name in ("T_max", "total_steps"):
+        if name in needs and name not in given:
+            filled[name] = int(module.trainer.estimated_stepping_batches)
+    scheduler = module.scheduler_factory(optimizer, **filled)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -19,7 +19,7 @@ from src.validate import ConfigError, validate
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Train, test on the best checkpoint, record; return the best objective value."""
+    """Check the config, then train its seed (or each of its seeds); return the best objective value."""
     hydra_cfg = HydraConfig.get()
     choices, overrides = dict(hydra_cfg.runtime.choices), list(hydra_cfg.overrides.task)
     validate(cfg, choices, overrides)  # every problem at once, the store's too, before any work
@@ -28,18 +28,38 @@ def train(cfg: DictConfig) -> float | None:
     job_started = STARTED if hydra_cfg.mode == RunMode.RUN else time.time()
 
     # Heavy imports after validation: `--help` and a bad config answer at once.
-    import torch
-
-    from src import build, console, preflight, record, recovery, signals
-    from src.module import objective_of
+    from src import console, signals
 
     console.quiet_libraries()
     signals.stop_on_sigterm()
+    if not cfg.seeds:
+        return train_one(cfg, choices, overrides, job_started)
+    # Several seeds in this process, each its own run: vectorized where the network allows.
+    from src import seeds
+
+    best, not_vectorized = seeds.train(cfg, choices, overrides, job_started)
+    if not_vectorized:  # why they cannot be (printed): one after another, each run saying so
+        how = {seeds.SIDE_BY_SIDE: f"one after another: {not_vectorized}"}
+        best = seeds.mean_best([
+            train_one(seeds.member_config(cfg, seed), dict(choices), seeds.member_overrides(overrides, seed),
+                      job_started, how) for seed in cfg.seeds])
+    return best
+
+
+def train_one(cfg: DictConfig, choices: dict[str, str], overrides: list[str], job_started: float,
+              tags: dict | None = None) -> float | None:
+    """Train one seed, test it on its best checkpoint, record it (with these extra tags);
+    return its best objective."""
+    import torch
+
+    from src import build, console, preflight, record, recovery
+    from src.module import objective_of
+
     datamodule, module = build.experiment(cfg, choices, overrides)
     spec, num_params = datamodule.spec, sum(p.numel() for p in module.net.parameters())
     # A sweep's job whose config already has a FINISHED run is not trained again: an
     # interrupted sweep, run again, does only the rest.
-    if cfg.logger and cfg.skip_finished and hydra_cfg.mode == RunMode.MULTIRUN:
+    if cfg.logger and cfg.skip_finished and HydraConfig.get().mode == RunMode.MULTIRUN:
         if (reused := record.reused_result(cfg)) is not None:
             return reused
     preflight.check_before_run(cfg, spec, module, choices)  # refused now, not a FAILED run later
@@ -53,7 +73,7 @@ def train(cfg: DictConfig) -> float | None:
         cfg, choices, overrides,
         params={"model.num_params": num_params, "data.train_size": datamodule.split_size("train"),
                 **datamodule.recorded_params()},
-        tags={record.OBJECTIVE: objective, record.OBJECTIVE_MODE: mode, record.TASK: spec.task},
+        tags={record.OBJECTIVE: objective, record.OBJECTIVE_MODE: mode, record.TASK: spec.task, **(tags or {})},
     )
     with run:  # ends it FINISHED, FAILED or KILLED; no other process resumes it meanwhile
         run.log_data(choices.get("data") or "data", datamodule)

@@ -111,7 +111,7 @@ def one_of(value, options) -> str:
     return f"use one of {', '.join(str(o) for o in options)}.{hint}"
 
 
-def value_problems(cfg: DictConfig) -> list[str]:
+def value_problems(cfg: DictConfig, overrides: list[str] = ()) -> list[str]:
     """Values of the wrong type or out of their range (catalog.RANGES), and the rules
     between keys, each with what would work."""
     problems = []
@@ -129,6 +129,7 @@ def value_problems(cfg: DictConfig) -> list[str]:
     d_model, heads = cfg.model.get("d_model"), cfg.model.get("num_heads")
     if is_int(d_model) and is_int(heads) and (problem := heads_problem(d_model, heads)):
         problems.append(problem)
+    problems += seeds_problems(cfg.get("seeds"), overrides)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path == "last" and not cfg.get("logger"):
         problems.append("ckpt_path='last' looks up the unfinished run in MLflow: it needs logger=mlflow "
@@ -151,6 +152,21 @@ def value_problems(cfg: DictConfig) -> list[str]:
     return problems
 
 
+def seeds_problems(seeds, overrides: list[str]) -> list[str]:
+    """`seeds`: null, or a list of distinct seeds (each as `seed` takes it); not beside `seed=`."""
+    if seeds is None:
+        return []
+    accepts, need = RANGES["seed"]
+    if not OmegaConf.is_list(seeds) or not seeds:
+        return [f"seeds={seeds!r}: a list of seeds, e.g. seeds=[0,1,2,3,4] (or null: one run with seed=)."]
+    problems = [f"seeds: {value!r}: {need}" for value in seeds if not accepts(value)]
+    if not problems and len(set(seeds)) < len(seeds):
+        problems.append(f"seeds={list(seeds)}: a seed is listed twice; each seed is one run.")
+    if any(o.lstrip("+~").split("=", 1)[0] == "seed" for o in overrides):
+        problems.append("seed= and seeds= both given: seeds trains each of its seeds; drop seed=.")
+    return problems
+
+
 def changed_groups(overrides: list[str]) -> set[str]:
     """The config groups picked on the command line (`model=cnn`, `+loss=mse`)."""
     return {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o}
@@ -159,7 +175,7 @@ def changed_groups(overrides: list[str]) -> set[str]:
 def validate(cfg: DictConfig, choices: dict[str, str], overrides: list[str] = ()) -> None:
     """Raise ConfigError listing every problem of the config, or return None."""
     problems = target_problems(cfg)  # the gate: what each _target_ resolves to
-    problems += value_problems(cfg)
+    problems += value_problems(cfg, overrides)
     problems += compatibility_problems(choices, cfg.data, overrides)
     if cfg.get("logger"):
         problems += store.problems(cfg.logger.tracking_uri)

@@ -83,6 +83,28 @@ class InMemoryBatches:
             yield tuple(t[index] for t in self.tensors)
 
 
+class SideBySide:
+    """One batch of each member's own loader per step, stacked: (K, B, ...) tensors for
+    K seeds trained side by side (src/members.py). Each loader keeps its seed's order."""
+
+    batch_sampler = None  # as InMemoryBatches
+
+    def __init__(self, loaders: list):
+        self.loaders = loaders
+        self.sampler = self  # Lightning calls sampler.set_epoch before each epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        for loader in self.loaders:
+            loader.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loaders[0])
+
+    def __iter__(self):
+        for batches in zip(*self.loaders, strict=True):
+            yield tuple(torch.stack(parts) for parts in zip(*batches, strict=True))
+
+
 def split_indices(labels, val_fraction: float, test_fraction: float, seed: int, stratify: bool):
     """Index arrays for train/val/test, fixed by the seed and the fractions."""
     indices = torch.arange(len(labels)).numpy()
@@ -116,6 +138,8 @@ class TensorDataModule(pl.LightningDataModule):
         # What the logged model takes instead of tensors, where the data has raw examples
         # (text.RawText, table.RawTable; src/logged_model.py); None: the tensors.
         self.raw_input = None
+        # Seeds trained side by side (src/members.py): each gets its own batch order.
+        self.member_seeds: list[int] | None = None
 
     def load(self) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], DataSpec]:
         raise NotImplementedError
@@ -140,11 +164,11 @@ class TensorDataModule(pl.LightningDataModule):
             return self.split_size("train")
         return int(self.batch_size)
 
-    def _batches(self, split: str, shuffle: bool):
+    def _batches(self, split: str, shuffle: bool, seed: int | None = None):
         tensors = self.splits[split]
         # torch.initial_seed() is the run's seed after seed_everything: batch
         # order follows the run's seed without a second setting.
-        sampler = SeededShuffle(len(tensors[0]), torch.initial_seed(), shuffle)
+        sampler = SeededShuffle(len(tensors[0]), torch.initial_seed() if seed is None else seed, shuffle)
         batch_size = self.resolved_batch_size()
         distributed = self.trainer is not None and self.trainer.world_size > 1
         large = sum(t.nelement() * t.element_size() for t in tensors) > self.in_memory_max_bytes
@@ -157,6 +181,8 @@ class TensorDataModule(pl.LightningDataModule):
         return InMemoryBatches(tensors, batch_size, sampler)
 
     def train_dataloader(self):
+        if self.member_seeds:
+            return SideBySide([self._batches("train", shuffle=True, seed=seed) for seed in self.member_seeds])
         return self._batches("train", shuffle=True)
 
     def val_dataloader(self):
