@@ -86,8 +86,14 @@ def plan_of(config: DictConfig, overrides: list[Override]) -> Plan:
         if len(set(seeds)) < len(seeds):
             problems.append(f"seed={','.join(given)}: a seed is listed twice; list each once, e.g. seed=0,1,2,3,4.")
             seeds = []
-    design = Design(len(seeds), int(compare.max_seeds), float(compare.alpha))
-    if seeds:
+    whole = isinstance(compare.max_seeds, int) and not isinstance(compare.max_seeds, bool)
+    number = isinstance(compare.alpha, int | float) and not isinstance(compare.alpha, bool)
+    if not whole:
+        problems.append(f"compare.max_seeds={compare.max_seeds}: the most seeds per choice, a whole number (e.g. 20).")
+    if not number:
+        problems.append(f"compare.alpha={compare.alpha}: the false-verdict rate per pair, a number (e.g. 0.05).")
+    design = Design(len(seeds), compare.max_seeds, float(compare.alpha)) if whole and number else None
+    if seeds and design:
         problems += design_problems(design)
     if problems:
         raise ConfigError(problems)
@@ -120,6 +126,21 @@ def jobs(plan: Plan, combinations: list[int], seeds: list[int]) -> list[list[str
     return [[*plan.grid[c], f"seed={s}"] for c in combinations for s in seeds]
 
 
+def launch(sweeper: BasicSweeper, batch: list[list[str]], owners: list[int], job_combination: dict) -> list:
+    """Launch a round's jobs (in batches of max_batch_size, if set) numbered on from the
+    last, note each job's combination, and raise a failed job's error as BasicSweeper does."""
+    returns, size = [], sweeper.max_batch_size or len(batch)
+    for start in range(0, len(batch), size):
+        chunk, first_job = batch[start : start + size], len(job_combination)
+        sweeper.validate_batch_is_legal(chunk)
+        job_combination.update(enumerate(owners[start : start + size], start=first_job))
+        results = sweeper.launcher.launch(chunk, initial_job_idx=first_job)
+        for job in results:
+            _ = job.return_value  # raises the job's error, if it failed
+        returns.append(results)
+    return returns
+
+
 def until_decided(sweeper: BasicSweeper, arguments: list[str]) -> list:
     """Run the sweep in rounds (see the module's docstring); Hydra's per-batch results."""
     from src import compare, record, store
@@ -137,16 +158,8 @@ def until_decided(sweeper: BasicSweeper, arguments: list[str]) -> list:
           f"undecided, up to compare.max_seeds={design.most} (a verdict needs p <= {design.alpha / len(design.looks):.3g})")
     for round_number in range(2, len(design.looks) + 2):
         batch = jobs(plan, todo, plan.seeds[done:upto])
-        per_job = len(batch) // len(todo)
-        for chunk_start in range(0, len(batch), sweeper.max_batch_size or len(batch)):
-            chunk = batch[chunk_start : chunk_start + (sweeper.max_batch_size or len(batch))]
-            sweeper.validate_batch_is_legal(chunk)
-            first_job = len(job_combination)
-            job_combination.update({first_job + i: todo[(chunk_start + i) // per_job] for i in range(len(chunk))})
-            results = sweeper.launcher.launch(chunk, initial_job_idx=first_job)
-            for result in results:
-                _ = result.return_value  # raises a failed job's error, as BasicSweeper does
-            returns.append(results)
+        owners = [c for c in todo for _ in range(len(batch) // len(todo))]  # each job's combination
+        returns += launch(sweeper, batch, owners, job_combination)
         result = compare.analyse(compare.sweep_runs(client, parent_id), by=plan.scientific, parent=client.get_run(parent_id))
         pairs = result["sequential"]["pairs"]
         undecided = [p for p in pairs if p["verdict"] == "open"]

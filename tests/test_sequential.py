@@ -73,10 +73,10 @@ EQUAL_CHOICES = {
 
 @pytest.mark.parametrize("draw", EQUAL_CHOICES.values(), ids=EQUAL_CHOICES.keys())
 def test_equal_choices_get_a_false_verdict_at_most_alpha_of_the_time(draw):
-    trials, alpha, planned = 4000, 0.05, stats.looks(5, 20)
-    # Were the true rate alpha, the share over 4000 trials would exceed alpha + 3 standard
-    # errors (3 * sqrt(0.05 * 0.95 / 4000) = 0.0103) with probability 0.0013: a pass is
-    # not luck. (Bonferroni spends alpha conservatively: about 0.03 is seen.)
+    trials, alpha, planned = 2000, 0.05, stats.looks(5, 20)
+    # Were the true rate alpha, the share over 2000 trials would exceed alpha + 3 standard
+    # errors (3 * sqrt(0.05 * 0.95 / 2000) = 0.0146) with probability 0.0013: a pass is
+    # no luck. (Bonferroni spends alpha conservatively: 0.02-0.035 is seen.)
     margin = 3 * np.sqrt(alpha * (1 - alpha) / trials)
     assert simulate(draw, alpha, planned, trials, seed=1) <= alpha + margin
     # The same looks, each at the full alpha (no spending): the simulation sees the excess.
@@ -132,6 +132,18 @@ def test_seeds_together_folds_the_swept_seed_into_one_job_per_combination():
     assert len(grid.split_arguments(arguments, None)[0]) == 6
 
 
+def test_a_sweep_with_seeds_together_launches_the_folded_jobs(tmp_path):
+    # Through BasicSweeper.sweep, as Hydra runs it (without until_decided).
+    grid = triad_sweeper()
+    grid.config = sweep_config("seeds_together=true", f"hydra.sweep.dir={tmp_path}")
+    grid.hydra_context = SimpleNamespace(config_loader=None)
+    grid.validate_batch_is_legal = lambda batch: None  # composing each job needs Hydra's config loader
+    launched = []
+    grid.launcher = SimpleNamespace(launch=lambda batch, initial_job_idx: launched.append((initial_job_idx, batch)) or [])
+    grid.sweep(["model=mlp,cnn", "seed=0,1,2,3,4"])
+    assert launched == [(0, [["model=mlp", "seeds=[0,1,2,3,4]"], ["model=cnn", "seeds=[0,1,2,3,4]"]])]
+
+
 @pytest.mark.parametrize("fold", [False, True], ids=["one job per seed", "seeds_together"])
 def test_until_decided_jobs_of_the_first_round_and_the_next(fold):
     config = sweep_config("compare.until_decided=true", f"seeds_together={fold}")
@@ -157,6 +169,8 @@ REFUSALS = {
     "max_seeds below the seeds given": (["compare.until_decided=true", "compare.max_seeds=3"], ["seed=range(0,5)"],
                                         "compare.max_seeds=3 is below"),
     "logger=none": (["compare.until_decided=true", "logger=none"], ["seed=range(0,5)"], "logger=none"),
+    "max_seeds not a number": (["compare.until_decided=true", "compare.max_seeds=many"], ["seed=range(0,5)"],
+                               "compare.max_seeds=many: the most seeds"),
 }
 
 
@@ -168,10 +182,12 @@ def test_until_decided_refuses_what_it_cannot_do(config, arguments, message):
 
 
 def test_a_refused_sweep_exits_before_anything_is_recorded(mlruns):
-    result = run_train(["-m", "data=iris", "optimizer=sgd,adam", "seed=0,1,2", "compare.until_decided=true"],
-                       mlruns, check=False)
+    result = run_train(["-m", "data=iris", "optimizer=sgd,adam", "seed=0,1,2", "compare.until_decided=true",
+                        "compare.nuisance=[optimizer.lr]"], mlruns, check=False)
     assert result.returncode == 2, result.stderr[-3000:]
+    assert "The config has 2 problem(s); nothing was run" in result.stderr  # every problem at once
     assert "3 seeds per choice can never decide a pair" in result.stderr and "at least 5 seeds" in result.stderr
+    assert "compare.nuisance=['optimizer.lr']" in result.stderr
     assert not (mlruns / "mlflow.db").exists()
 
 
@@ -199,8 +215,9 @@ class RecordingLauncher:
         return [SimpleNamespace(return_value=0.0) for _ in batch]
 
 
-@pytest.mark.parametrize("fold", [False, True], ids=["one job per seed", "seeds_together"])
-def test_until_decided_adds_seeds_only_to_the_undecided_choices(fold, mlruns, monkeypatch, capsys):
+@pytest.mark.parametrize("fold, max_batch_size", [(False, None), (True, None), (False, 4)],
+                         ids=["one job per seed", "seeds_together", "max_batch_size=4"])
+def test_until_decided_adds_seeds_only_to_the_undecided_choices(fold, max_batch_size, mlruns, monkeypatch, capsys):
     client = store.client_for(store_uri(mlruns))
     experiment_id = client.create_experiment("triad")
     parent_id = client.create_run(experiment_id, tags={record.SWEEP: "parent"}).info.run_id
@@ -208,6 +225,7 @@ def test_until_decided_adds_seeds_only_to_the_undecided_choices(fold, mlruns, mo
     noise = lambda seed: (seed * 7 % 11) / 1000  # noqa: E731
     scores = {"sgd": lambda s: 0.5 + noise(s), "adam": lambda s: 0.9 + noise(s), "adamw": lambda s: 0.9 + noise(s)}
     grid = triad_sweeper()
+    grid.max_batch_size = max_batch_size
     grid.config = sweep_config(f"paths.mlruns_dir={mlruns}", f"hydra.sweep.dir={mlruns / 'sweep'}", f"seeds_together={fold}",
                                "compare.until_decided=true", "compare.max_seeds=15", "compare.scientific=[optimizer]")
     grid.hydra_context = SimpleNamespace(config_loader=None)
@@ -216,13 +234,19 @@ def test_until_decided_adds_seeds_only_to_the_undecided_choices(fold, mlruns, mo
 
     grid.sweep(["optimizer=sgd,adam,adamw", "seed=0,1,2,3,4"])
 
-    batches = grid.launcher.batches
-    per_seed = 1 if fold else 5  # jobs per choice and round
-    assert [first for first, _ in batches] == [0, 3 * per_seed, 5 * per_seed]  # job numbers go on
-    assert {job[0] for job in batches[1][1]} == {job[0] for job in batches[2][1]} == {"optimizer=adam", "optimizer=adamw"}
-    seeds = {tuple(job[1] for job in batch) for _, batch in batches[1:]}
-    assert seeds == ({("seeds=[5,6,7,8,9]",) * 2, ("seeds=[10,11,12,13,14]",) * 2} if fold else
-                     {tuple(f"seed={s}" for s in range(5, 10)) * 2, tuple(f"seed={s}" for s in range(10, 15)) * 2})
+    numbered = {first + i: job for first, batch in grid.launcher.batches for i, job in enumerate(batch)}
+    per_round = 1 if fold else 5  # jobs per choice and round
+    assert sorted(numbered) == list(range(7 * per_round))  # numbered on from round to round
+    assert all(len(batch) <= (max_batch_size or 15) for _, batch in grid.launcher.batches)
+    first_round = [numbered[n] for n in range(3 * per_round)]
+    later_rounds = [numbered[n] for n in range(3 * per_round, 7 * per_round)]
+    assert {job[0] for job in first_round} == {"optimizer=sgd", "optimizer=adam", "optimizer=adamw"}
+    assert {job[0] for job in later_rounds} == {"optimizer=adam", "optimizer=adamw"}  # sgd is decided
+    if fold:
+        assert [job[1] for job in later_rounds] == ["seeds=[5,6,7,8,9]"] * 2 + ["seeds=[10,11,12,13,14]"] * 2
+    else:
+        assert [job[1] for job in later_rounds] == [f"seed={s}" for s in range(5, 10)] * 2 + [
+            f"seed={s}" for s in range(10, 15)] * 2
     out = capsys.readouterr().out
     assert "round 2: 1 undecided pair; adding seeds 5-9 to adam, adamw" in out
     assert "round 3: 1 undecided pair; adding seeds 10-14 to adam, adamw" in out
