@@ -104,8 +104,15 @@ def plan_of(config: DictConfig, overrides: list[Override]) -> Plan:
 
 def check(config: DictConfig) -> None:
     """Raise ConfigError, before the sweep's parent run exists, for an until_decided
-    sweep that the triad sweeper would refuse (src/sweep.py calls it)."""
-    if config.hydra.runtime.choices.get("hydra/sweeper") != "triad" or not config.compare.get("until_decided"):
+    sweep that the triad sweeper would refuse, or that another sweeper would run as a
+    plain grid (src/sweep.py calls it)."""
+    chosen = config.hydra.runtime.choices.get("hydra/sweeper")
+    asked = [key for key in ("compare.until_decided", "seeds_together") if OmegaConf.select(config, key)]
+    if chosen != "triad" and asked:
+        raise ConfigError([f"{key}=true: hydra/sweeper={chosen} would ignore it (the triad sweeper, the "
+                           f"default, does it); drop hydra/sweeper={chosen} (sweep=optuna sets it), or set {key}=false."
+                           for key in asked])
+    if chosen != "triad" or not config.compare.get("until_decided"):
         return
     try:
         overrides = OverridesParser.create().parse_overrides(_arguments(config.hydra.sweeper.params, config.hydra.overrides.task))

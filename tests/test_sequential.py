@@ -191,6 +191,16 @@ def test_a_refused_sweep_exits_before_anything_is_recorded(mlruns):
     assert not (mlruns / "mlflow.db").exists()
 
 
+def test_another_sweeper_refuses_what_only_the_triad_sweeper_does():
+    config = sweep_config("hydra/sweeper=basic", "compare.until_decided=true", "seeds_together=true")
+    with pytest.raises(ConfigError) as refused:
+        sweeper.check(config)
+    assert refused.value.problems == [
+        f"{key}=true: hydra/sweeper=basic would ignore it (the triad sweeper, the default, does it); drop "
+        f"hydra/sweeper=basic (sweep=optuna sets it), or set {key}=false." for key in ("compare.until_decided", "seeds_together")]
+    sweeper.check(sweep_config("hydra/sweeper=basic"))  # a plain grid: nothing to refuse
+
+
 class RecordingLauncher:
     """Stands in for Hydra's launcher: each job records, as a real one would, one child run per
     seed (seeds=[...] too) with a score from `scores`, and the batches are kept."""
