@@ -80,7 +80,8 @@ def main() -> None:
     console.print(f"runs: until_decided {decided_runs}, fixed {fixed_runs}: ratio {decided_runs / fixed_runs:.2f} "
                   f"({100 * (1 - decided_runs / fixed_runs):.0f}% fewer runs)")
     console.print(f"wall time: until_decided {decided_wall:.0f} s, fixed {fixed_wall:.0f} s "
-                  f"(ratio {decided_wall / fixed_wall:.2f})")
+                  f"(ratio {decided_wall / fixed_wall:.2f}); per run {decided_wall / decided_runs:.1f} s vs "
+                  f"{fixed_wall / fixed_runs:.1f} s (unequal when the machine's load changed between the two)")
     console.print(f"same verdicts: {'yes' if agree else 'NO'}; goal (same verdicts, >= 30% fewer runs): "
                   f"{'met' if agree and decided_runs <= 0.7 * fixed_runs else 'NOT MET'}")
 

@@ -212,9 +212,12 @@ def analyse(runs: list, metric: str | None = None, by: list[str] | None = None,
 
     expected = {name: [sign * stats.expected_max(sign * np.array(v), n) for n in range(1, len(v) + 1)]
                 for name, v in all_scores.items()}
+    # A sweep that added seeds until decided on its objective (src/sweeper.py): its looks
+    # replayed, seeds in the order they were added.
     decided, design = None, sequential.design_of(parent.data.params) if parent is not None else None
-    if design:  # a sweep that added seeds until decided (src/sweeper.py): its looks replayed, seeds in order
-        ordered = {name: [sign * score(r, metric) for r in sorted(runs, key=by_seed)] for name, runs in chosen.items()}
+    if design and metric == finished[0].data.tags.get(record.OBJECTIVE):
+        ordered = {name: [sign * score(r, metric) for r in sorted(members, key=by_seed)]
+                   for name, members in chosen.items()}
         decided = {"design": design, "pairs": sequential.replay(ordered, design)}
     return {"metric": metric, "mode": mode, "by": by, "nuisance": nuisance, "rows": rows, "pairs": pairs,
             "tuning": tuning, "expected": expected, "chosen": chosen, "pooled": pooled, "sequential": decided,
