@@ -56,7 +56,7 @@ def plan_of(config: DictConfig, overrides: list[Override]) -> Plan:
     if not config.get("logger"):
         problems.append("logger=none: compare.until_decided reads each round's runs from MLflow; use logger=mlflow.")
     if compare.nuisance:
-        problems.append(f"compare.nuisance={OmegaConf.to_container(compare.nuisance)}: compare.until_decided compares "
+        problems.append(f"compare.nuisance={compare.nuisance}: compare.until_decided compares "
                         "choices at fixed settings and cannot tune params per choice; tune them first (a plain sweep), "
                         "then compare at the best settings without compare.nuisance.")
     seed = next((o for o in overrides if o.key_or_group == "seed"), None)
