@@ -25,12 +25,13 @@ from mlflow.exceptions import MlflowException
 from rich.console import Console
 from rich.table import Table
 
-from src import PROJECT_ROOT, record, stats, store
+from src import PROJECT_ROOT, record, sequential, stats, store
 from src.identity import NOT_TRAINING
 from src.validate import ConfigError
 
 # Params recorded on every run that follow from others (sizes), never compared on their own.
-DERIVED = ("seed", "model.num_params", "data.train_size", "compare.scientific", "compare.nuisance")
+DERIVED = ("seed", "seeds", "seeds_together", "model.num_params", "data.train_size", "compare.scientific",
+           "compare.nuisance", "compare.until_decided", "compare.max_seeds", "compare.alpha")
 
 
 def sweep_runs(client: MlflowClient, parent_id: str) -> list:
@@ -106,6 +107,11 @@ def pooled_differences(members: list, exclude: list[str]) -> list[str]:
 
 def _label(run, keys: list[str]) -> str:
     return "-".join(str(run.data.params.get(k)) for k in keys) if keys else "all"
+
+
+def by_seed(run) -> int:
+    """Sort key: the order a sequential sweep added the run in."""
+    return int(run.data.params.get("seed", 0))
 
 
 def search_range(key: str, runs: list, parent) -> tuple[float, float, bool, bool] | None:
@@ -206,8 +212,15 @@ def analyse(runs: list, metric: str | None = None, by: list[str] | None = None,
 
     expected = {name: [sign * stats.expected_max(sign * np.array(v), n) for n in range(1, len(v) + 1)]
                 for name, v in all_scores.items()}
+    # A sweep that added seeds until decided on its objective (src/sweeper.py): its looks
+    # replayed, seeds in the order they were added.
+    decided, design = None, sequential.design_of(parent.data.params) if parent is not None else None
+    if design and metric == finished[0].data.tags.get(record.OBJECTIVE):
+        ordered = {name: [sign * score(r, metric) for r in sorted(members, key=by_seed)]
+                   for name, members in chosen.items()}
+        decided = {"design": design, "pairs": sequential.replay(ordered, design)}
     return {"metric": metric, "mode": mode, "by": by, "nuisance": nuisance, "rows": rows, "pairs": pairs,
-            "tuning": tuning, "expected": expected, "chosen": chosen, "pooled": pooled,
+            "tuning": tuning, "expected": expected, "chosen": chosen, "pooled": pooled, "sequential": decided,
             "runs": len(runs), "finished": len(finished), "failed": len(runs) - len(finished)}
 
 
@@ -249,6 +262,13 @@ def markdown(result: dict, title: str) -> str:
         for t in result["tuning"]:
             lines.append(f"| {t['choice']} | {t['setting']} | {t['mean']:.4f} | {t['runs']} | {t['settings']} |")
         lines += [f"- WARNING {t['choice']}: {w}" for t in result["tuning"] for w in t["warnings"]]
+    if decided := result["sequential"]:
+        design = decided["design"]
+        lines += ["", "## Sequential verdicts", "", f"Seeds were added only to the choices in an undecided pair: a "
+                  f"{sequential.TEST_NAME}, at {', '.join(map(str, design.looks))} seeds per choice, each look at "
+                  f"p <= {design.alpha}/{len(design.looks)}. The chance of a false verdict is at most {design.alpha} per "
+                  "pair, over all its looks.", "", "| A | B | verdict |", "|---|---|---|"]
+        lines += [f"| {p['a']} | {p['b']} | **{sequential.summary(p, design)}** |" for p in decided["pairs"]]
     lines += ["", f"## Expected {best_word} score vs number of trials (Dodge et al. 2019)", "",
               "| choice | " + " | ".join(f"n={n}" for n in (1, 2, 4, 8)) + " |", "|---|" + "---:|" * 4]
     for name, curve in result["expected"].items():
@@ -287,6 +307,15 @@ def print_tables(result: dict, title: str, console: Console) -> None:
         style = "bold green" if p["verdict"].endswith(" better") else "yellow"
         pairs.add_row(p["a"], p["b"], f"{p['p']:.3f}", _interval(p["ci"], digits=3), f"[{style}]{p['verdict']}[/]")
     console.print(pairs)
+    if decided := result["sequential"]:
+        design = decided["design"]
+        table = Table(title=f"Sequential verdicts: permutation test at {', '.join(map(str, design.looks))} seeds, "
+                            f"false-verdict rate <= {design.alpha} per pair")
+        for column in ("A", "B", "verdict"):
+            table.add_column(column)
+        for p in decided["pairs"]:
+            table.add_row(p["a"], p["b"], sequential.summary(p, design))
+        console.print(table)
     for t in result["tuning"]:
         console.print(f"tuned {t['choice']}: best {t['setting']} (mean {t['mean']:.4f} over {t['runs']} runs)")
         for warning in t["warnings"]:
@@ -325,6 +354,9 @@ def report(client: MlflowClient, runs: list, out_dir: Path, parent=None, metric=
         # The verdicts at a glance in the UI's run list, the numbers in the report.
         verdicts = "; ".join(f"{p['a']} vs {p['b']}: {p['verdict']}" for p in result["pairs"]) or "one choice"
         client.set_tag(parent.info.run_id, f"{record.VERDICTS}{folder.removeprefix('report')}", verdicts[:5000])
+        if decided := result["sequential"]:
+            summaries = "; ".join(f"{p['a']} vs {p['b']}: {sequential.summary(p, decided['design'])}" for p in decided["pairs"])
+            client.set_tag(parent.info.run_id, f"{record.SEQUENTIAL_VERDICTS}{folder.removeprefix('report')}", summaries[:5000])
     console.print(f"Report: {out_dir / 'report.md'}")
     return result
 

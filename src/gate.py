@@ -129,8 +129,10 @@ def shipped_targets() -> frozenset[str]:
     trainer's would import Lightning (seconds) before a bad config could answer."""
     from src import PROJECT_ROOT
 
+    # Not the sweeper's (conf/hydra/sweeper/): Hydra builds its plugins itself, only from hydra_plugins.
+    plugins = PROJECT_ROOT / "conf" / "hydra" / "sweeper"
     return frozenset(
-        name for path in (PROJECT_ROOT / "conf").rglob("*.yaml")
+        name for path in (PROJECT_ROOT / "conf").rglob("*.yaml") if plugins not in path.parents
         for name in re.findall(r"^\s*_target_:\s*([\w.]+)\s*$", path.read_text(), re.M)
     )
 

@@ -17,7 +17,8 @@ CHOICE_GROUPS = ("data", "model", "loss", "optimizer", "scheduler", "trainer", "
 NOT_PARAMS = ("paths", "logger", "callbacks", "hydra")
 # Top-level keys that change how a run is kept, resumed or compared, not what it
 # trains: runs differing only in these share a config hash.
-NOT_TRAINING = ("ckpt_path", "checkpoint_every_n_steps", "compare", "skip_finished", "experiment_name", "log_model")
+NOT_TRAINING = ("ckpt_path", "checkpoint_every_n_steps", "compare", "skip_finished", "seeds_together", "experiment_name",
+                "log_model")
 
 
 def params_of(choices: dict[str, str]) -> dict[str, str]:

@@ -12,7 +12,7 @@ import mlflow.pyfunc
 if TYPE_CHECKING:  # Lightning is not needed where a logged model is served
     import pytorch_lightning as pl
 
-CHECKED_AGAINST = {"pytorch-lightning": "2.6.6", "mlflow": "3.17.2"}
+CHECKED_AGAINST = {"pytorch-lightning": "2.6.6", "mlflow": "3.17.2", "hydra-core": "1.3.8"}
 
 
 # ---------------------------------------------------------------- Lightning 2.6.6
@@ -73,3 +73,15 @@ class PythonModelWithoutTypeHints(mlflow.pyfunc.PythonModel):
     signature, from its input example, checks the inputs instead."""
 
     _skip_type_hint_validation = True
+
+
+# ---------------------------------------------------------------- Hydra 1.3.8
+
+# The triad sweeper (hydra_plugins/triad_sweeper, src/sweeper.py) subclasses Hydra's
+# private BasicSweeper (hydra._internal.core_plugins.basic_sweeper), for want of a public
+# grid sweeper, and imports it itself (Hydra imports plugins at every start; this module
+# imports MLflow). It relies on BasicSweeper.sweep calling self.split_arguments on the
+# parsed overrides (overridden there to fold the seeds), and on its attributes config,
+# params, launcher, hydra_context and max_batch_size and its validate_batch_is_legal.
+# Hydra's plugin scan runs the modules of its core plugins again, so BasicSweeper is
+# another class object after it: only the class Hydra instantiates is sure to work.

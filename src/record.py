@@ -40,6 +40,7 @@ RESUMED_FROM, REUSED_FROM = "triad.resumed_from", "triad.reused_from"
 LOG_MODEL_ERROR = "triad.log_model_error"
 SWEEP, SWEEP_ID, SWEEP_DIR, JOB_NUM = "triad.sweep", "triad.sweep_id", "triad.sweep_dir", "triad.job_num"
 VERDICTS = "triad.verdicts"
+SEQUENTIAL_VERDICTS = "triad.sequential_verdicts"  # a compare.until_decided sweep's (src/sequential.py)
 EVALUATED_RUN_ID, EVALUATED_CHECKPOINT = "triad.evaluated_run_id", "triad.evaluated_checkpoint"
 PARENT_RUN_ID = "mlflow.parentRunId"
 # Carries a sweep's parent run id to its jobs, whatever process runs them (src/sweep.py).

@@ -18,6 +18,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -26,6 +27,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Sweepers that run every seed the command names (triad: the basic grid, plus seeds_together and until_decided).
+GRID_SWEEPERS = ("basic", "triad")
 
 
 class SweepCallback(Callback):
@@ -40,6 +43,14 @@ class SweepCallback(Callback):
         self.job_running = False  # on_job_start came, on_job_end not yet
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from src import sweeper
+        from src.validate import ConfigError
+
+        try:  # an until_decided sweep the sweeper would refuse: refused before anything is recorded
+            sweeper.check(config)
+        except ConfigError as error:
+            print(error, file=sys.stderr)
+            raise SystemExit(2) from None  # Hydra turns a callback's exceptions into warnings, not an exit
         if not config.get("logger"):
             return  # logger=none: nothing is recorded, so no parent either
         from src import record, redact, stats, store
@@ -77,7 +88,7 @@ class SweepCallback(Callback):
         os.environ[record.SWEEP_PARENT_ENV] = self.parent_id
         print(f"Sweep parent run {self.parent_id} (experiment '{config.experiment_name}')")
         seeds = seed_count(space.get("seed"))
-        if choices.get("hydra/sweeper") == "basic" and seeds is not None and seeds < stats.MIN_RUNS:
+        if choices.get("hydra/sweeper") in GRID_SWEEPERS and seeds is not None and seeds < stats.MIN_RUNS:
             print(f"Note: {seeds} seed{'s' if seeds > 1 else ''} per choice. The report gives a choice an interval, "
                   f"and a pair a verdict, from {stats.MIN_RUNS} runs each (e.g. seed=0,1,2); below, it says "
                   "\"too few runs\".")

@@ -19,7 +19,7 @@ from src import internals
 def test_the_installed_libraries_are_the_versions_internals_was_checked_against():
     installed = {name: version(name) for name in internals.CHECKED_AGAINST}
     assert installed == internals.CHECKED_AGAINST, (
-        "Another Lightning or MLflow: re-check every use in src/internals.py against it, "
+        "Another Lightning, MLflow or Hydra: re-check every use in src/internals.py against it, "
         "then update CHECKED_AGAINST."
     )
 
@@ -87,3 +87,16 @@ def test_a_python_model_without_type_hints_is_not_wrapped_and_does_not_warn():
 
     assert not caught, [str(w.message) for w in caught]
     assert Model.__dict__["predict"].__name__ == "predict" and not hasattr(Model.predict, "__wrapped__")
+
+
+def test_the_basic_sweeper_builds_its_grid_through_self_split_arguments():
+    # The triad sweeper folds the seeds there; its rounds use the rest.
+    import inspect
+
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    source = inspect.getsource(BasicSweeper.sweep)
+    assert "self.split_arguments(overrides, self.max_batch_size)" in source
+    assert "self.validate_batch_is_legal(batch)" in source
+    assert "self.launcher.launch(batch, initial_job_idx=initial_job_idx)" in source
+    assert {"config", "params", "launcher", "hydra_context", "max_batch_size"} <= set(vars(BasicSweeper(None)))

@@ -1,0 +1,90 @@
+"""compare.until_decided against a fixed number of seeds, on a comparison whose answers
+are known: SGD, SGD with momentum and Adam differ clearly after 2 epochs of the MLP on
+digits, and AdamW without weight decay is Adam exactly.
+
+    python -m benchmarks.until_decided                     # about 5 minutes on 2 cores
+    python -m benchmarks.until_decided --first 5 --max-seeds 20
+
+Both sweeps are real `python -m src.train -m` commands recording into one temporary
+SQLite store (each in its own experiment, so the second re-uses none of the first's
+runs). The fixed sweep's verdicts are the same permutation test at one look, all
+max_seeds runs per choice, at level alpha: what a fixed design would conclude.
+"""
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+
+from mlflow import MlflowClient
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.run import run, train
+from src import compare, sequential
+
+COMPARISON = ["-m", "data=digits", "trainer.max_epochs=2", "optimizer=sgd,momentum,adam,adamw",
+              "optimizer.weight_decay=0", "compare.scientific=[optimizer]"]
+console = Console(width=120)
+
+
+def sweep(store: Path, experiment: str, *overrides: str) -> tuple[dict, int, float]:
+    """(the analysed sweep, its runs, its wall seconds) for one `python -m src.train -m` command."""
+    _, wall, _ = run(train(store, *COMPARISON, f"experiment_name={experiment}", *overrides))
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    parent = compare.latest_parent(client, [client.get_experiment_by_name(experiment).experiment_id])
+    runs = compare.sweep_runs(client, parent.info.run_id)
+    return compare.analyse(runs, parent=parent), len(runs), wall
+
+
+def fixed_verdicts(result: dict, seeds: int, alpha: float) -> dict[tuple[str, str], str]:
+    """The permutation test at one look of all `seeds` runs per choice, at level alpha."""
+    sign = 1.0 if result["mode"] == "max" else -1.0
+    ordered = {name: [sign * compare.score(r, result["metric"]) for r in sorted(runs, key=compare.by_seed)]
+               for name, runs in result["chosen"].items()}
+    return {(p["a"], p["b"]): p["verdict"] for p in sequential.replay(ordered, sequential.Design(seeds, seeds, alpha))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--first", type=int, default=5, help="seeds per choice at the first look")
+    parser.add_argument("--max-seeds", type=int, default=20)
+    parser.add_argument("--alpha", type=float, default=0.05)
+    args = parser.parse_args()
+    store = Path(tempfile.mkdtemp(prefix="triad-until-decided-"))
+    try:
+        decided, decided_runs, decided_wall = sweep(
+            store, "until_decided", f"seed=range(0,{args.first})", "compare.until_decided=true",
+            f"compare.max_seeds={args.max_seeds}", f"compare.alpha={args.alpha}")
+        console.log(f"until_decided: {decided_runs} runs, {decided_wall:.0f} s")
+        fixed, fixed_runs, fixed_wall = sweep(store, "fixed_seeds", f"seed=range(0,{args.max_seeds})")
+        console.log(f"fixed: {fixed_runs} runs, {fixed_wall:.0f} s")
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
+
+    design = decided["sequential"]["design"]
+    at_max = fixed_verdicts(fixed, args.max_seeds, args.alpha)
+    bootstrap = {(p["a"], p["b"]): p["verdict"] for p in fixed["pairs"]}
+    table = Table(title=f"Verdicts: until_decided (looks at {', '.join(map(str, design.looks))} seeds) vs "
+                        f"{args.max_seeds} fixed seeds")
+    for column in ("A", "B", "until_decided", "fixed, permutation test", "fixed, report's bootstrap", "agree"):
+        table.add_column(column)
+    agree = True
+    for p in decided["sequential"]["pairs"]:
+        fixed_verdict = at_max[(p["a"], p["b"])]
+        same = p["verdict"] == fixed_verdict
+        agree &= same
+        table.add_row(p["a"], p["b"], sequential.summary(p, design), fixed_verdict, bootstrap[(p["a"], p["b"])],
+                      "yes" if same else "NO")
+    console.print(table)
+    console.print(f"runs: until_decided {decided_runs}, fixed {fixed_runs}: ratio {decided_runs / fixed_runs:.2f} "
+                  f"({100 * (1 - decided_runs / fixed_runs):.0f}% fewer runs)")
+    console.print(f"wall time: until_decided {decided_wall:.0f} s, fixed {fixed_wall:.0f} s "
+                  f"(ratio {decided_wall / fixed_wall:.2f}); per run {decided_wall / decided_runs:.1f} s vs "
+                  f"{fixed_wall / fixed_runs:.1f} s (unequal when the machine's load changed between the two)")
+    console.print(f"same verdicts: {'yes' if agree else 'NO'}; goal (same verdicts, >= 30% fewer runs): "
+                  f"{'met' if agree and decided_runs <= 0.7 * fixed_runs else 'NOT MET'}")
+
+
+if __name__ == "__main__":
+    main()
