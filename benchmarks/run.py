@@ -248,8 +248,15 @@ def seeds_sweep(store: Path, repeats: int) -> list[Result]:
     return seeds.seeds_sweep(store, repeats)
 
 
+def until_decided(store: Path, repeats: int) -> list[Result]:
+    from benchmarks import until_decided
+
+    return until_decided.results(store, repeats)
+
+
 SECTIONS = {"step": step_time, "keras": keras, "tracking": tracking, "startup": startup, "sweep": sweep,
-            "batching": batching, "gpu": gpu, "seeds": seeds, "seeds_sweep": seeds_sweep}
+            "batching": batching, "gpu": gpu, "seeds": seeds, "seeds_sweep": seeds_sweep,
+            "until_decided": until_decided}
 
 
 def machine() -> str:

@@ -87,7 +87,8 @@ class SweepCallback(Callback):
         record.log_params(client, self.parent_id, params)
         os.environ[record.SWEEP_PARENT_ENV] = self.parent_id
         print(f"Sweep parent run {self.parent_id} (experiment '{config.experiment_name}')")
-        seeds = seed_count(space.get("seed"))
+        given = config.get("seeds")  # seeds=[...]: each job trains all of them
+        seeds = len(given) if given else seed_count(space.get("seed"))
         if choices.get("hydra/sweeper") in GRID_SWEEPERS and seeds is not None and seeds < stats.MIN_RUNS:
             print(f"Note: {seeds} seed{'s' if seeds > 1 else ''} per choice. The report gives a choice an interval, "
                   f"and a pair a verdict, from {stats.MIN_RUNS} runs each (e.g. seed=0,1,2); below, it says "
