@@ -10,6 +10,8 @@ Vectorized (src/members.py) where the network and the optimizer allow it; otherw
 import contextlib
 import copy
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -127,7 +129,8 @@ def train(cfg: DictConfig, choices: dict, overrides: list[str], job_started: flo
         members = Members(modules, spec)
         trainer, best, timer = members_trainer(cfg, runs, objective, mode, job_started)
         started = time.perf_counter()
-        trainer.fit(members, datamodule=datamodule)
+        with ctrl_c_stops():
+            trainer.fit(members, datamodule=datamodule)
         timings = {"time/fit_s": time.perf_counter() - started, **timer.summary()}
         for k, path in enumerate(best.paths):
             if path.exists():
@@ -147,6 +150,20 @@ def train(cfg: DictConfig, choices: dict, overrides: list[str], job_started: flo
         console.console.print(f"[bold]seed {seed}[/]", highlight=False)
         console.print_summary(own, objective, kept[seed], timings, run.id, configs[seed])
     return mean_best(list(kept.values())), None
+
+
+@contextlib.contextmanager
+def ctrl_c_stops():
+    """Ctrl-C stops the training (its runs end KILLED) also in a process that was started
+    with SIGINT ignored (a shell's background job), as src/signals.py has it for one seed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def members_trainer(cfg: DictConfig, runs: list, objective: str, mode: str, started: float):
