@@ -69,7 +69,7 @@ def results(store: Path, repeats: int) -> list:
     found = compare_designs(store, 5, 20, 0.05)
     (decided_runs, fixed_runs), (decided_wall, fixed_wall) = found["runs"], found["wall"]
     fewer = 1 - decided_runs / fixed_runs
-    verdicts = "; ".join(f"{p['a']} vs {p['b']}: {sequential.summary(p, found['design'])}" for p in found["pairs"])
+    verdicts = sequential.in_words(found)
     return [Result("17.3 until_decided / fixed 20 seeds: runs for the same verdicts (sgd, momentum, adam, adamw)",
                    f"{fewer:.0%} fewer", ">= 30% fewer, same verdicts", found["agree"] and fewer >= 0.3,
                    f"{decided_runs} vs {fixed_runs} runs, {decided_wall:.0f} s vs {fixed_wall:.0f} s; same verdicts: "

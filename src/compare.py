@@ -262,13 +262,8 @@ def markdown(result: dict, title: str) -> str:
         for t in result["tuning"]:
             lines.append(f"| {t['choice']} | {t['setting']} | {t['mean']:.4f} | {t['runs']} | {t['settings']} |")
         lines += [f"- WARNING {t['choice']}: {w}" for t in result["tuning"] for w in t["warnings"]]
-    if decided := result["sequential"]:
-        design = decided["design"]
-        lines += ["", "## Sequential verdicts", "", f"Seeds were added only to the choices in an undecided pair: a "
-                  f"{sequential.TEST_NAME}, at {', '.join(map(str, design.looks))} seeds per choice, each look at "
-                  f"p <= {design.alpha}/{len(design.looks)}. The chance of a false verdict is at most {design.alpha} per "
-                  "pair, over all its looks.", "", "| A | B | verdict |", "|---|---|---|"]
-        lines += [f"| {p['a']} | {p['b']} | **{sequential.summary(p, design)}** |" for p in decided["pairs"]]
+    if result["sequential"]:
+        lines += sequential.markdown(result["sequential"])
     lines += ["", f"## Expected {best_word} score vs number of trials (Dodge et al. 2019)", "",
               "| choice | " + " | ".join(f"n={n}" for n in (1, 2, 4, 8)) + " |", "|---|" + "---:|" * 4]
     for name, curve in result["expected"].items():
@@ -307,15 +302,8 @@ def print_tables(result: dict, title: str, console: Console) -> None:
         style = "bold green" if p["verdict"].endswith(" better") else "yellow"
         pairs.add_row(p["a"], p["b"], f"{p['p']:.3f}", _interval(p["ci"], digits=3), f"[{style}]{p['verdict']}[/]")
     console.print(pairs)
-    if decided := result["sequential"]:
-        design = decided["design"]
-        table = Table(title=f"Sequential verdicts: permutation test at {', '.join(map(str, design.looks))} seeds, "
-                            f"false-verdict rate <= {design.alpha} per pair")
-        for column in ("A", "B", "verdict"):
-            table.add_column(column)
-        for p in decided["pairs"]:
-            table.add_row(p["a"], p["b"], sequential.summary(p, design))
-        console.print(table)
+    if result["sequential"]:
+        console.print(sequential.table(result["sequential"]))
     for t in result["tuning"]:
         console.print(f"tuned {t['choice']}: best {t['setting']} (mean {t['mean']:.4f} over {t['runs']} runs)")
         for warning in t["warnings"]:
@@ -354,9 +342,9 @@ def report(client: MlflowClient, runs: list, out_dir: Path, parent=None, metric=
         # The verdicts at a glance in the UI's run list, the numbers in the report.
         verdicts = "; ".join(f"{p['a']} vs {p['b']}: {p['verdict']}" for p in result["pairs"]) or "one choice"
         client.set_tag(parent.info.run_id, f"{record.VERDICTS}{folder.removeprefix('report')}", verdicts[:5000])
-        if decided := result["sequential"]:
-            summaries = "; ".join(f"{p['a']} vs {p['b']}: {sequential.summary(p, decided['design'])}" for p in decided["pairs"])
-            client.set_tag(parent.info.run_id, f"{record.SEQUENTIAL_VERDICTS}{folder.removeprefix('report')}", summaries[:5000])
+        if result["sequential"]:
+            client.set_tag(parent.info.run_id, f"{record.SEQUENTIAL_VERDICTS}{folder.removeprefix('report')}",
+                           sequential.in_words(result["sequential"])[:5000])
     console.print(f"Report: {out_dir / 'report.md'}")
     return result
 

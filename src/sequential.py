@@ -19,6 +19,8 @@ decided.
 import itertools
 from dataclasses import dataclass
 
+from rich.table import Table
+
 from src import stats
 
 TEST_NAME = "group-sequential permutation test of the difference in means, Bonferroni alpha spending"
@@ -91,3 +93,30 @@ def summary(pair: dict, design: Design) -> str:
     if pair["verdict"] == "open":
         return f"open after {pair['seeds']} seeds (the sweep ended before deciding)"
     return f"{pair['verdict']} after {pair['seeds']} seeds"
+
+
+def in_words(decided: dict) -> str:
+    """Every pair's outcome on one line (the parent run's tag): "adam vs sgd: adam better after 5 seeds; ..."."""
+    return "; ".join(f"{p['a']} vs {p['b']}: {summary(p, decided['design'])}" for p in decided["pairs"])
+
+
+def markdown(decided: dict) -> list[str]:
+    """The report's "Sequential verdicts" section: the test, its error rate, each pair's outcome."""
+    design = decided["design"]
+    return ["", "## Sequential verdicts", "", f"Seeds were added only to the choices in an undecided pair: a "
+            f"{TEST_NAME}, at {', '.join(map(str, design.looks))} seeds per choice, each look at "
+            f"p <= {design.alpha}/{len(design.looks)}. The chance of a false verdict is at most {design.alpha} per "
+            "pair, over all its looks.", "", "| A | B | verdict |", "|---|---|---|",
+            *(f"| {p['a']} | {p['b']} | **{summary(p, design)}** |" for p in decided["pairs"])]
+
+
+def table(decided: dict) -> Table:
+    """The same section as a console table."""
+    design = decided["design"]
+    shown = Table(title=f"Sequential verdicts: permutation test at {', '.join(map(str, design.looks))} seeds, "
+                        f"false-verdict rate <= {design.alpha} per pair")
+    for column in ("A", "B", "verdict"):
+        shown.add_column(column)
+    for p in decided["pairs"]:
+        shown.add_row(p["a"], p["b"], summary(p, design))
+    return shown

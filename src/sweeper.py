@@ -19,7 +19,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf
 
-from src.sequential import Design, design_problems, summary
+from src.sequential import Design, design_problems, in_words
 from src.validate import ConfigError
 
 
@@ -179,5 +179,5 @@ def until_decided(sweeper: BasicSweeper, arguments: list[str]) -> list:
               f"{plan.seeds[done]}-{plan.seeds[upto - 1]} to {', '.join(choices)}")
     trained = sum(len(members) for members in result["chosen"].values())
     print(f"until_decided: {trained} runs (a fixed {design.most} seeds would take {design.most * len(plan.grid)}); "
-          + "; ".join(f"{p['a']} vs {p['b']}: {summary(p, design)}" for p in pairs))
+          + in_words(result["sequential"]))
     return returns
