@@ -25,7 +25,7 @@ from mlflow.exceptions import MlflowException
 from rich.console import Console
 from rich.table import Table
 
-from src import PROJECT_ROOT, record, sequential, stats, store
+from src import PROJECT_ROOT, champion, record, sequential, stats, store
 from src.identity import NOT_TRAINING
 from src.validate import ConfigError
 
@@ -264,6 +264,8 @@ def markdown(result: dict, title: str) -> str:
         lines += [f"- WARNING {t['choice']}: {w}" for t in result["tuning"] for w in t["warnings"]]
     if result["sequential"]:
         lines += sequential.markdown(result["sequential"])
+    if result.get("champion"):
+        lines += champion.markdown(result["champion"])
     lines += ["", f"## Expected {best_word} score vs number of trials (Dodge et al. 2019)", "",
               "| choice | " + " | ".join(f"n={n}" for n in (1, 2, 4, 8)) + " |", "|---|" + "---:|" * 4]
     for name, curve in result["expected"].items():
@@ -311,9 +313,10 @@ def print_tables(result: dict, title: str, console: Console) -> None:
 
 
 def report(client: MlflowClient, runs: list, out_dir: Path, parent=None, metric=None, by=None,
-           nuisance=None, console: Console | None = None) -> dict:
+           nuisance=None, console: Console | None = None, ended: str | None = None) -> dict:
     """Analyse the runs, print the tables, write report.md and the PNGs into out_dir,
-    and log them under `report/` of the sweep's parent run when there is one."""
+    and log them under `report/` of the sweep's parent run when there is one. At a
+    sweep's end (`ended`: its status) the winner is registered (src/champion.py)."""
     from src import report_plots
 
     if parent is not None and nuisance is None:
@@ -324,6 +327,9 @@ def report(client: MlflowClient, runs: list, out_dir: Path, parent=None, metric=
     console = console or Console(width=max(Console().width, 120))  # the table needs ~110 columns
     title = f"Comparison: {parent.info.run_name} ({parent.info.run_id})" if parent else "Comparison"
     print_tables(result, title, console)
+    if found := champion.outcome(client, result, parent, ended):
+        result["champion"] = found
+        console.print(found["line"], soft_wrap=True, markup=False)  # one line, the load call whole
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.md").write_text(markdown(result, title))

@@ -57,5 +57,12 @@ def print_summary(
         # Plain prints: rich would wrap a long path, and the command must copy whole.
         uri = cfg.logger.tracking_uri
         print(f"MLflow run {run_id} in experiment '{cfg.experiment_name}' at {uri}")
+        from mlflow import MlflowClient
+
+        from src import store
+
+        runs = store.ui_url(uri, store.RUNS_VIEW.format(MlflowClient(uri).get_run(run_id).info.experiment_id))
         if uri.startswith("sqlite:"):
-            print(f"Open the UI (then http://127.0.0.1:5000):\n  mlflow ui --backend-store-uri {uri}")
+            print(f"Open the UI:\n  mlflow ui --backend-store-uri {uri}\nthen {runs}")
+        else:
+            print(f"In the UI: {runs}")

@@ -15,6 +15,10 @@ from src import PROJECT_ROOT, redact
 CHOICE_GROUPS = ("data", "model", "loss", "optimizer", "scheduler", "trainer", "experiment", "sweep")
 # Config sections that say where things go, not what was trained.
 NOT_PARAMS = ("paths", "logger", "callbacks", "hydra")
+# Keys that are plumbing, not settings: the class an option builds is named by its choice
+# param (model=mlp); config.yaml keeps them. The MLflow UI's compare view picks the first
+# params in sorted order that differ, and `model._target_` would come before the rest.
+PLUMBING = "_target_"
 # Top-level keys that change how a run is kept, resumed or compared, not what it
 # trains: runs differing only in these share a config hash.
 NOT_TRAINING = ("ckpt_path", "checkpoint_every_n_steps", "compare", "skip_finished", "seeds_together", "experiment_name",
@@ -28,7 +32,13 @@ def params_of(choices: dict[str, str]) -> dict[str, str]:
 
 def flat_params(cfg: DictConfig) -> dict[str, str]:
     """The resolved config as dotted keys (optimizer.lr -> "0.001"), without the
-    sections that only say where things go, and without anything secret-looking."""
+    sections that only say where things go, the plumbing (`_target_`), and anything
+    secret-looking."""
+    return {k: v for k, v in _flat(cfg).items() if k.rsplit(".", 1)[-1] != PLUMBING}
+
+
+def _flat(cfg: DictConfig) -> dict[str, str]:
+    """flat_params with the `_target_` keys, which the config hash has always read."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     params: dict[str, str] = {}
 
@@ -45,8 +55,9 @@ def flat_params(cfg: DictConfig) -> dict[str, str]:
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """Identifies what a run trains: equal for a resumed run and its original."""
-    params = {k: v for k, v in flat_params(cfg).items() if k.split(".")[0] not in NOT_TRAINING}
+    """Identifies what a run trains: equal for a resumed run and its original (and the
+    same as before `_target_` left the params: earlier runs are still found)."""
+    params = {k: v for k, v in _flat(cfg).items() if k.split(".")[0] not in NOT_TRAINING}
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 

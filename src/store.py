@@ -39,10 +39,20 @@ def client_for(tracking_uri: str) -> "MlflowClient":
     return MlflowClient(tracking_uri)
 
 
+# The experiment's kind as MLflow's UI names it ("Machine learning"): triad trains models
+# and writes no GenAI traces. The 3.17.2 UI reads it only with its workflow switcher off,
+# a build flag that is on there: its view follows the switcher (URL ?workflowType=
+# machine_learning, else the browser's last choice, GenAI at first), see README.
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
+
 def experiment_id(client: "MlflowClient", name: str, artifact_location: str | None) -> str:
-    """The id of the named experiment, created (with its artifact root) if missing."""
+    """The id of the named experiment, created (with its artifact root and its kind) if
+    missing; an existing one without a kind is given it."""
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if EXPERIMENT_KIND not in experiment.tags:
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
         return experiment.experiment_id
     if artifact_location and "://" not in artifact_location:
         artifact_location = Path(artifact_location).resolve().as_uri()
@@ -50,7 +60,20 @@ def experiment_id(client: "MlflowClient", name: str, artifact_location: str | No
         experiment = client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        return client.create_experiment(name, artifact_location=artifact_location)
+        return client.create_experiment(name, artifact_location=artifact_location,
+                                        tags={EXPERIMENT_KIND: MODEL_TRAINING})
+
+
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store by default
+# The experiment page's runs table: the switcher's model-training side, whatever the browser chose last.
+RUNS_VIEW = "/experiments/{}?workflowType=machine_learning"
+
+
+def ui_url(tracking_uri: str, route: str) -> str:
+    """A page of the MLflow UI (a hash route) for this store: on its server, or where
+    `mlflow ui` serves a local store by default."""
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else LOCAL_UI
+    return f"{base}/#{route}"
 
 
 def artifact_location(logger_cfg) -> str | None:

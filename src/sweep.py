@@ -155,7 +155,8 @@ class SweepCallback(Callback):
                             client.set_terminated(run.info.run_id, status)
                 try:
                     compare.report(client, compare.sweep_runs(client, self.parent_id),
-                                   Path(self.sweep_dir) / "report", parent=client.get_run(self.parent_id))
+                                   Path(self.sweep_dir) / "report", parent=client.get_run(self.parent_id),
+                                   ended=status)
                 except ValueError as error:  # nothing finished: nothing to compare
                     print(f"No report: {error}")
             finally:
