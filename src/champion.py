@@ -104,7 +104,10 @@ def crown(client: MlflowClient, result: dict, parent) -> dict:
         except MlflowException as error:
             if error.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
-        version = client.create_model_version(name, source=f"models:/{models[-1]}", run_id=trained.info.run_id,
+        # The model's own folder, not models:/<id>: MLflow 3.17's SQL registry looks that up
+        # through the global tracking URI (its TODO), i.e. ./mlflow.db unless a job set it.
+        source = client.get_logged_model(models[-1]).artifact_location
+        version = client.create_model_version(name, source=source, run_id=trained.info.run_id,
                                               tags=tags, description=description, model_id=models[-1])
         client.set_registered_model_alias(name, ALIAS, version.version)
     return {"line": f"Champion: {named} (run {trained.info.run_id}, {result['metric']}_best {value:.4f}) registered as "
