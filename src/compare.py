@@ -364,7 +364,7 @@ def print_tables(result: dict, title: str, console: Console) -> None:
 
 def report(client: MlflowClient, runs: list, out_dir: Path, parent=None, metric=None, by=None,
            nuisance=None, console: Console | None = None) -> dict:
-    """Analyse the runs, print the tables, write report.md and the PNGs into out_dir,
+    """Analyse the runs, print the tables, write report.md, report.html and the PNGs into out_dir,
     and log them under `report/` of the sweep's parent run when there is one."""
     from src import report_html, report_plots
 
@@ -415,7 +415,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--by", help="comma-separated params to group by (default: those that vary)")
     parser.add_argument("--nuisance", help="comma-separated params tuned per choice (default: the sweep's)")
     parser.add_argument("--metric", help="metric to compare (default: the runs' objective, its _best value)")
-    parser.add_argument("--out", type=Path, help="folder for report.md and the PNGs")
+    parser.add_argument("--out", type=Path, help="folder for report.md, report.html and the PNGs")
     args = parser.parse_args(argv)
 
     # Bad arguments end as argparse's own do: the usage, the message, exit status 2.
