@@ -40,13 +40,16 @@ def winner(result: dict) -> tuple[str | None, str]:
     choices = [row["choice"] for row in result["rows"]]
     if len(choices) < 2:
         return None, "one choice only: it beats nothing"
+    # A sweep that added seeds until decided is judged by its sequential test, whose
+    # false-verdict rate holds under that stopping (src/sequential.py); others by the bootstrap.
+    pairs = result["sequential"]["pairs"] if result.get("sequential") else result["pairs"]
     said = lambda pairs: "; ".join(f"{p['a']} vs {p['b']}: {p['verdict']}" for p in pairs)  # noqa: E731
     for choice in choices:
-        against = [p for p in result["pairs"] if choice in (p["a"], p["b"])]
+        against = [p for p in pairs if choice in (p["a"], p["b"])]
         if all(p["verdict"] == f"{choice} better" for p in against):
             return choice, said(against)
-    undecided = [p for p in result["pairs"] if not p["verdict"].endswith(" better")]
-    return None, f"no choice beats every other: {said(undecided or result['pairs'])}"
+    undecided = [p for p in pairs if not p["verdict"].endswith(" better")]
+    return None, f"no choice beats every other: {said(undecided or pairs)}"
 
 
 def best_run(result: dict, choice: str) -> tuple:

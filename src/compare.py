@@ -109,6 +109,34 @@ def _label(run, keys: list[str]) -> str:
     return "-".join(str(run.data.params.get(k)) for k in keys) if keys else "all"
 
 
+def _named(run, keys: list[str]) -> str:
+    """The choice with its params named ("data.batch_size=1"), for legends."""
+    return ", ".join(f"{k}={run.data.params.get(k)}" for k in keys) if keys else "all"
+
+
+def fixed_settings(parent) -> list[str]:
+    """The sweep's command-line overrides that it did not sweep (`trainer.max_epochs=3`),
+    without where things are written (paths, logger, Hydra's own) or the comparison's settings."""
+    if parent is None:
+        return []
+    swept = {k.removeprefix("search.") for k in parent.data.params if k.startswith("search.")}
+    fixed = []
+    for override in parent.data.tags.get(record.OVERRIDES, "").split():
+        key = override.lstrip("+~").partition("=")[0]
+        if key not in swept and re.split(r"[./]", key)[0] not in ("paths", "hydra", "logger", *NOT_TRAINING):
+            fixed.append(override)
+    return fixed
+
+
+def trial_counts(longest: int) -> list[int]:
+    """The numbers of trials the expected-best table and figure show: every one up to 12,
+    beyond, 1, the multiples of a round step (at most ~10 of them) and the last."""
+    if longest <= 12:
+        return list(range(1, longest + 1))
+    step = next(s for s in (2, 5, 10, 20, 50, 100, 200, 500, 1000) if longest / s <= 10)
+    return sorted({1, *range(step, longest + 1, step), longest})
+
+
 def by_seed(run) -> int:
     """Sort key: the order a sequential sweep added the run in."""
     return int(run.data.params.get("seed", 0))
@@ -161,6 +189,8 @@ def analyse(runs: list, metric: str | None = None, by: list[str] | None = None,
             failed[_label(run, by)] = failed.get(_label(run, by), 0) + 1
 
     rows, tuning, chosen, all_scores, pooled = [], [], {}, {}, {}
+    # The objective's test counterpart (val/acc -> test/acc), beside it in the table.
+    test_metric = "test/" + metric.removeprefix("val/") if metric.startswith("val/") else None
     for name, members in sorted(groups.items()):
         all_scores[name] = [score(r, metric) for r in members]
         if differences := pooled_differences(members, by + nuisance):
@@ -184,13 +214,15 @@ def analyse(runs: list, metric: str | None = None, by: list[str] | None = None,
                     warnings.append(f"{key}={kept[0].data.params[key]} is at the edge of its search range "
                                     f"[{space[0]:g}, {space[1]:g}]: widen it")
             tuning.append({"choice": name, "setting": best, "mean": means[best], "runs": len(kept),
-                           "settings": len(settings), "warnings": warnings})
+                           "settings": len(settings), "warnings": warnings, "means": means})
         chosen[name] = kept
         values = np.array([score(r, metric) for r in kept])
         fit = [r.data.metrics["time/fit_s"] for r in kept if "time/fit_s" in r.data.metrics]
+        tests = [r.data.metrics[test_metric] for r in kept if test_metric in r.data.metrics]
         rows.append({
             "choice": name, "runs": len(values), "failed": failed.get(name, 0),
-            "mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else float("nan"),
+            "mean": float(values.mean()), "test": float(np.mean(tests)) if tests else float("nan"),
+            "scores": values.tolist(), "run_ids": [r.info.run_id for r in kept], "named": _named(kept[0], by), "std": float(values.std(ddof=1)) if len(values) > 1 else float("nan"),
             "ci": stats.bootstrap_ci(values) if len(values) >= stats.MIN_RUNS else None,
             "median": float(np.median(values)),
             "iqm": stats.iqm(values), "best": float(values.max() if mode == "max" else values.min()),
@@ -221,32 +253,49 @@ def analyse(runs: list, metric: str | None = None, by: list[str] | None = None,
         decided = {"design": design, "pairs": sequential.replay(ordered, design)}
     return {"metric": metric, "mode": mode, "by": by, "nuisance": nuisance, "rows": rows, "pairs": pairs,
             "tuning": tuning, "expected": expected, "chosen": chosen, "pooled": pooled, "sequential": decided,
+            "test_metric": test_metric, "fixed": fixed_settings(parent),
+            "trials": trial_counts(max(len(v) for v in expected.values())),
             "runs": len(runs), "finished": len(finished), "failed": len(runs) - len(finished)}
 
 
-def history(client: MlflowClient, run, metric: str) -> list[tuple[int, float]]:
-    """The validation curve of the metric (a reused run points to the one that trained)."""
+def history(client: MlflowClient, run, metric: str) -> list[tuple[float, float]]:
+    """The validation curve of the metric against epochs trained, so that choices with
+    different steps per epoch (batch sizes) line up. Lightning records `epoch` (from 0)
+    at every step it logs, the validation metrics included; a reused run points to the
+    one that trained."""
     run_id = run.data.tags.get(record.REUSED_FROM, run.info.run_id)
     key = "val/" + metric.rsplit("/", 1)[-1]
-    return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+    epochs = {m.step: m.value for m in client.get_metric_history(run_id, "epoch")}
+    points = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+    return [(epochs.get(m.step, i) + 1, m.value) for i, m in enumerate(points)]
 
 
 def markdown(result: dict, title: str) -> str:
     """The report as markdown: the tables, the verdicts, the tuning, the plots."""
     best_word = "highest" if result["mode"] == "max" else "lowest"
+    test = f"{result['test_metric']} | " if result["test_metric"] else ""
     lines = [f"# {title}", "",
              f"{result['runs']} runs: {result['finished']} FINISHED, {result['failed']} not finished (FAILED, KILLED or RUNNING). "
              f"Metric: `{result['metric']}` ({best_word} is better); grouped by "
              f"{', '.join(result['by']) or 'nothing (one group)'}"
              + (f"; tuned per choice: {', '.join(result['nuisance'])}" if result["nuisance"] else "") + ".", "",
-             "| choice | runs | failed | mean | std | 95% CI | median | IQM | best | fit s |",
-             "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+             f"| choice | runs | failed | mean | {test}std | 95% CI | median | IQM | best | fit s |",
+             f"|---|---:|---:|---:|{'---:|' if test else ''}---:|---|---:|---:|---:|---:|"]
     for r in result["rows"]:
-        lines.append(f"| {r['choice']} | {r['runs']} | {r['failed']} | {r['mean']:.4f} | {_number(r['std'])} | "
+        lines.append(f"| {r['choice']} | {r['runs']} | {r['failed']} | {r['mean']:.4f} | "
+                     f"{_number(r['test']) + ' | ' if test else ''}{_number(r['std'])} | "
                      f"{_interval(r['ci'], r['runs'])} | {r['median']:.4f} | {r['iqm']:.4f} | "
                      f"{r['best']:.4f} | {r['fit_s']:.1f} |")
     lines += [f"- WARNING {name}: its runs differ in {', '.join(keys)}; they are pooled as one choice "
               "(group by them with --by, or compare runs that share them)" for name, keys in result["pooled"].items()]
+    lines += ["", "![intervals](intervals.png)", "", "![learning curves](learning_curves.png)"]
+    if result["fixed"]:
+        lines += ["", "## Fixed for the sweep", "", "The sweep's command-line overrides that it did not sweep.", "",
+                  "| setting | value |", "|---|---|"]
+        lines += [f"| {key} | {value} |" for key, _, value in (f.partition("=") for f in result["fixed"])]
+    lines += ["", "## Runs", "", "The runs each choice's scores come from (MLflow run ids).", "",
+              "| choice | runs |", "|---|---|"]
+    lines += [f"| {r['choice']} | {' '.join(f'`{i}`' for i in r['run_ids'])} |" for r in result["rows"]]
     lines += ["", "## Pairwise: P(A beats B)", "",
               "Over all pairs (one run of A, one of B; unpaired, ties count 1/2), with a 95% bootstrap "
               "interval. A verdict needs the interval above 0.5 and reaching 0.75 (Bouthillier et al. 2021), "
@@ -256,23 +305,26 @@ def markdown(result: dict, title: str) -> str:
         lines.append(f"| {p['a']} | {p['b']} | {p['p']:.3f} | {_interval(p['ci'], digits=3)} | **{p['verdict']}** |")
     if not result["pairs"]:
         lines.append("| (one choice only: nothing to compare) | | | | |")
+    else:
+        lines += ["", "![P(A beats B)](pairwise.png)"]
     if result["tuning"]:
         lines += ["", "## Tuning: the best setting per choice", "",
                   "| choice | best setting | mean | runs | settings tried |", "|---|---|---:|---:|---:|"]
         for t in result["tuning"]:
             lines.append(f"| {t['choice']} | {t['setting']} | {t['mean']:.4f} | {t['runs']} | {t['settings']} |")
         lines += [f"- WARNING {t['choice']}: {w}" for t in result["tuning"] for w in t["warnings"]]
+        lines += ["", "![isolation plot](isolation.png)"]
     if result["sequential"]:
         lines += sequential.markdown(result["sequential"])
     if result.get("champion"):
         lines += champion.markdown(result["champion"])
     lines += ["", f"## Expected {best_word} score vs number of trials (Dodge et al. 2019)", "",
-              "| choice | " + " | ".join(f"n={n}" for n in (1, 2, 4, 8)) + " |", "|---|" + "---:|" * 4]
+              "| choice | " + " | ".join(f"n={n}" for n in result["trials"]) + " |",
+              "|---|" + "---:|" * len(result["trials"])]
     for name, curve in result["expected"].items():
-        cells = [f"{curve[n - 1]:.4f}" if n <= len(curve) else "" for n in (1, 2, 4, 8)]
+        cells = [f"{curve[n - 1]:.4f}" if n <= len(curve) else "" for n in result["trials"]]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "![learning curves](learning_curves.png)", "![intervals](intervals.png)",
-              "![expected best](expected_max.png)", ""]
+    lines += ["", "![expected best](expected_max.png)", ""]
     return "\n".join(lines)
 
 
@@ -314,10 +366,10 @@ def print_tables(result: dict, title: str, console: Console) -> None:
 
 def report(client: MlflowClient, runs: list, out_dir: Path, parent=None, metric=None, by=None,
            nuisance=None, console: Console | None = None, ended: str | None = None) -> dict:
-    """Analyse the runs, print the tables, write report.md and the PNGs into out_dir,
-    and log them under `report/` of the sweep's parent run when there is one. At a
-    sweep's end (`ended`: its status) the winner is registered (src/champion.py)."""
-    from src import report_plots
+    """Analyse the runs, print the tables, write report.md, report.html and the PNGs into
+    out_dir, and log them under `report/` of the sweep's parent run when there is one. At
+    a sweep's end (`ended`: its status) the winner is registered (src/champion.py)."""
+    from src import report_html, report_plots
 
     if parent is not None and nuisance is None:
         nuisance = [k for k in parent.data.params.get("compare.nuisance", "none").split(",") if k != "none"]
@@ -332,18 +384,15 @@ def report(client: MlflowClient, runs: list, out_dir: Path, parent=None, metric=
         console.print(found["line"], soft_wrap=True, markup=False)  # one line, the load call whole
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.md").write_text(markdown(result, title))
+    text = markdown(result, title)
+    (out_dir / "report.md").write_text(text)
     curves = {name: [history(client, r, result["metric"]) for r in members] for name, members in result["chosen"].items()}
-    best_word = "highest" if result["mode"] == "max" else "lowest"
-    figures = {"learning_curves.png": report_plots.learning_curves(curves, "val/" + result["metric"].rsplit("/", 1)[-1]),
-               "intervals.png": report_plots.intervals(result["rows"], result["metric"]),
-               "expected_max.png": report_plots.expected_max(result["expected"], result["metric"], best_word)}
+    figures = report_plots.figures(result, curves)
     for name, figure in figures.items():
         figure.savefig(out_dir / name, dpi=100)
+    (out_dir / "report.html").write_text(report_html.page(text, figures))
     if parent is not None:
-        # Another metric's report goes beside the sweep's own, never over it.
-        objective = result["chosen"][result["rows"][0]["choice"]][0].data.tags.get(record.OBJECTIVE)
-        folder = "report" if result["metric"] == objective else "report-" + result["metric"].replace("/", "_")
+        folder = report_folder(result["metric"], runs)
         client.log_artifacts(parent.info.run_id, str(out_dir), folder)
         # The verdicts at a glance in the UI's run list, the numbers in the report.
         verdicts = "; ".join(f"{p['a']} vs {p['b']}: {p['verdict']}" for p in result["pairs"]) or "one choice"
@@ -351,8 +400,15 @@ def report(client: MlflowClient, runs: list, out_dir: Path, parent=None, metric=
         if result["sequential"]:
             client.set_tag(parent.info.run_id, f"{record.SEQUENTIAL_VERDICTS}{folder.removeprefix('report')}",
                            sequential.in_words(result["sequential"])[:5000])
-    console.print(f"Report: {out_dir / 'report.md'}")
+    console.print(f"Report: {out_dir / 'report.md'} and {out_dir / 'report.html'}")
     return result
+
+
+def report_folder(metric: str | None, runs: list) -> str:
+    """`report` for the runs' objective; another metric's report goes beside it, never
+    over it (`report-test_acc`), in the sweep's folder and on its parent run alike."""
+    objective = next((r.data.tags[record.OBJECTIVE] for r in runs if record.OBJECTIVE in r.data.tags), None)
+    return "report" if metric in (None, objective) else "report-" + metric.replace("/", "_")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -365,7 +421,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--by", help="comma-separated params to group by (default: those that vary)")
     parser.add_argument("--nuisance", help="comma-separated params tuned per choice (default: the sweep's)")
     parser.add_argument("--metric", help="metric to compare (default: the runs' objective, its _best value)")
-    parser.add_argument("--out", type=Path, help="folder for report.md and the PNGs")
+    parser.add_argument("--out", type=Path, help="folder for report.md, report.html and the PNGs")
     args = parser.parse_args(argv)
 
     # Bad arguments end as argparse's own do: the usage, the message, exit status 2.
@@ -395,7 +451,7 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out
     if out is None:
         sweep_dir = parent.data.tags.get(record.SWEEP_DIR) if parent else None
-        out = Path(sweep_dir) / "report" if sweep_dir else PROJECT_ROOT / "mlruns" / "reports" / time.strftime("%Y-%m-%d_%H-%M-%S")
+        out = Path(sweep_dir) / report_folder(args.metric, runs) if sweep_dir else PROJECT_ROOT / "mlruns" / "reports" / time.strftime("%Y-%m-%d_%H-%M-%S")
     split = lambda text: text.split(",") if text else None  # noqa: E731
     try:
         report(client, runs, out, parent, args.metric, split(args.by), split(args.nuisance))

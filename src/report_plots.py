@@ -1,4 +1,5 @@
-"""Figures of a comparison report: learning curves, intervals, expected best vs trials."""
+"""Figures of a comparison report, drawn from `compare.analyse`'s numbers: the same
+figure goes into a PNG beside report.md and, as SVG, into report.html."""
 
 import matplotlib
 
@@ -9,57 +10,128 @@ import numpy as np  # noqa: E402
 from src import stats  # noqa: E402
 
 
-def learning_curves(curves: dict[str, list[list[tuple[int, float]]]], metric: str):
-    """Per choice: the mean of `metric` across its runs at each evaluation, with the
-    95% bootstrap interval of that mean as a band. Runs are aligned by evaluation
-    index (one per epoch) and cut to the shortest."""
+def figures(result: dict, curves: dict[str, list[list[tuple[float, float]]]]) -> dict:
+    """Every figure of the report by its PNG name (the pairwise matrix from two choices
+    on, the isolation plot for tuned sweeps only)."""
+    best_word = "highest" if result["mode"] == "max" else "lowest"
+    names = {row["choice"]: row["named"] for row in result["rows"]}
+    drawn = {"intervals.png": intervals(result["rows"], result["metric"], result["by"]),
+             "learning_curves.png": learning_curves(curves, "val/" + result["metric"].rsplit("/", 1)[-1], names)}
+    if result["pairs"]:
+        drawn["pairwise.png"] = pairwise(result["pairs"], [row["choice"] for row in result["rows"]])
+    if result["tuning"]:
+        drawn["isolation.png"] = isolation(result["tuning"], result["nuisance"], result["metric"], best_word)
+    drawn["expected_max.png"] = expected_max(result["expected"], result["metric"], best_word, result["trials"], names)
+    return drawn
+
+
+def _done(figure, axis, names_below: bool = False):
+    if names_below:  # choice names, often long
+        plt.setp(axis.get_xticklabels(), rotation=30, ha="right")
+    figure.tight_layout()
+    plt.close(figure)  # pyplot forgets it; the caller still saves it
+    return figure
+
+
+def learning_curves(curves: dict[str, list[list[tuple[float, float]]]], metric: str, names: dict[str, str]):
+    """Per choice: the mean of `metric` across its runs after each epoch, with the 95%
+    bootstrap interval of that mean as a band. Runs are aligned by evaluation (one per
+    epoch) and cut to the shortest."""
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for name, runs in curves.items():
         runs = [r for r in runs if r]
         if not runs:
             continue
         length = min(len(r) for r in runs)
-        steps = [step for step, _ in runs[0][:length]]
+        epochs = [epoch for epoch, _ in runs[0][:length]]
         values = np.array([[value for _, value in r[:length]] for r in runs])  # (runs, evaluations)
         mean = values.mean(axis=0)
         bands = np.array([stats.bootstrap_ci(column, resamples=1000) for column in values.T])  # (evaluations, 2)
-        axis.plot(steps, mean, marker=".", label=f"{name} ({len(runs)} runs)")
-        axis.fill_between(steps, bands[:, 0], bands[:, 1], alpha=0.2)
-    axis.set(xlabel="step", ylabel=metric, title=f"Learning curves: mean and 95% interval of {metric}")
-    axis.legend()
-    figure.tight_layout()
-    plt.close(figure)
-    return figure
+        axis.plot(epochs, mean, marker=".", label=f"{names.get(name, name)} ({len(runs)} runs)")
+        axis.fill_between(epochs, bands[:, 0], bands[:, 1], alpha=0.2)
+    axis.xaxis.get_major_locator().set_params(integer=True)
+    axis.set(xlabel="epochs trained", ylabel=metric, title=f"Learning curves: mean and 95% interval of {metric}")
+    axis.legend(fontsize="small")
+    return _done(figure, axis)
 
 
-def intervals(rows: list[dict], metric: str):
-    """Per choice: the mean as a bar, the 95% bootstrap interval as an error bar
-    (none for a choice with too few runs for one)."""
-    figure, axis = plt.subplots(figsize=(max(4.0, 1.2 * len(rows) + 2), 4.5))
-    names = [row["choice"] for row in rows]
-    means = np.array([row["mean"] for row in rows])
-    spans = [row["ci"] or (row["mean"], row["mean"]) for row in rows]
-    errors = np.array([[mean - low, high - mean] for mean, (low, high) in zip(means, spans, strict=True)]).T
-    axis.bar(names, means, yerr=errors, capsize=6, color="tab:blue", alpha=0.7)
-    low = min(span[0] for span in spans)
-    high = max(span[1] for span in spans)
-    margin = max(high - low, 1e-3) * 0.5
-    axis.set_ylim(low - margin, high + margin)  # the differences, not the distance from zero
-    axis.set(ylabel=metric, title=f"{metric}: mean and 95% bootstrap interval")
-    plt.setp(axis.get_xticklabels(), rotation=30, ha="right")
-    figure.tight_layout()
-    plt.close(figure)
-    return figure
+def intervals(rows: list[dict], metric: str, by: list[str]):
+    """Per choice: every run's score as a dot, the mean as a bar-free marker and its 95%
+    bootstrap interval as an error bar (none below stats.MIN_RUNS runs). The y axis
+    spans every dot."""
+    figure, axis = plt.subplots(figsize=(max(4.5, 1.2 * len(rows) + 2), 4.5))
+    spread = np.random.default_rng(0)  # a fixed jitter: the same report every time
+    for x, row in enumerate(rows):
+        scores = np.array(row["scores"])
+        axis.scatter(x + spread.uniform(-0.12, 0.12, len(scores)), scores, s=18, color="tab:gray", alpha=0.8,
+                     label="one run" if x == 0 else None, zorder=2)
+        low, high = row["ci"] or (row["mean"], row["mean"])
+        axis.errorbar(x + 0.3, row["mean"], yerr=[[row["mean"] - low], [high - row["mean"]]], fmt="o",
+                      color="tab:blue", capsize=6, label="mean, 95% interval" if x == 0 else None, zorder=3)
+    axis.margins(y=0.1)  # autoscaled to every dot and interval, with room to spare
+    axis.set_xticks([x + 0.15 for x in range(len(rows))], [row["choice"] for row in rows])
+    axis.set(xlabel=", ".join(by) or "choice", ylabel=metric, title=f"{metric}: every run, mean and 95% interval")
+    axis.legend(fontsize="small")
+    return _done(figure, axis, names_below=True)
 
 
-def expected_max(curves: dict[str, list[float]], metric: str, best_word: str):
-    """Expected best validation score against the number of trials, per choice."""
+def pairwise(pairs: list[dict], names: list[str]):
+    """P(row beats column) as a matrix, each cell with its number, interval and verdict."""
+    index = {name: i for i, name in enumerate(names)}
+    matrix = np.full((len(names), len(names)), np.nan)
+    cells = {}
+    for p in pairs:
+        a, b = index[p["a"]], index[p["b"]]
+        flipped = p["ci"] and (1 - p["ci"][1], 1 - p["ci"][0])  # P(B beats A) = 1 - P(A beats B)
+        for i, j, value, span in ((a, b, p["p"], p["ci"]), (b, a, 1 - p["p"], flipped)):
+            matrix[i, j] = value
+            cells[i, j] = f"{value:.2f}" + (f"\n[{span[0]:.2f}, {span[1]:.2f}]" if span else "") + f"\n{p['verdict']}"
+    size = max(4.5, 1.6 * len(names) + 1.5)
+    figure, axis = plt.subplots(figsize=(size + 1, size))
+    image = axis.imshow(matrix, cmap="RdBu", vmin=0, vmax=1)
+    for (i, j), text in cells.items():
+        dark = abs(matrix[i, j] - 0.5) > 0.3  # the colour map's ends: white text reads there
+        axis.text(j, i, text, ha="center", va="center", fontsize=9, color="white" if dark else "black")
+    axis.set_xticks(range(len(names)), names)
+    axis.set_yticks(range(len(names)), names)
+    figure.colorbar(image, ax=axis, label="P(row beats column)")
+    axis.set(xlabel="B", ylabel="A", title="P(A beats B), 95% interval and verdict")
+    return _done(figure, axis, names_below=True)
+
+
+def isolation(tuning: list[dict], nuisance: list[str], metric: str, best_word: str):
+    """The isolation plot (Deep Learning Tuning Playbook): per choice, the mean score over
+    seeds of each nuisance setting tried, the best setting per choice circled."""
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    try:  # one numeric nuisance param: on its own axis, log scale across decades
+        position = {s: float(s) for t in tuning for s in t["means"]}
+    except ValueError:
+        position = {s: i for i, s in enumerate(sorted({s for t in tuning for s in t["means"]}))}
+        axis.set_xticks(list(position.values()), list(position))
+    for t in tuning:
+        settings = sorted(t["means"], key=position.get)
+        line, = axis.plot([position[s] for s in settings], [t["means"][s] for s in settings], marker=".",
+                          label=t["choice"])
+        axis.scatter([position[t["setting"]]], [t["mean"]], s=160, facecolors="none", edgecolors=line.get_color(),
+                     linewidths=2, zorder=3)
+    values = [v for v in position.values() if isinstance(v, float)]
+    if values and min(values) > 0 and max(values) / min(values) >= 10:
+        axis.set_xscale("log")
+    axis.set(xlabel=", ".join(nuisance), ylabel=f"mean {metric} over seeds",
+             title=f"Isolation plot: each setting tried, the {best_word}-scoring one circled")
+    axis.legend(fontsize="small")
+    return _done(figure, axis)
+
+
+def expected_max(curves: dict[str, list[float]], metric: str, best_word: str, trials: list[int],
+                 names: dict[str, str]):
+    """Expected best validation score against the number of trials, per choice, at the
+    whole numbers of trials the report's table shows."""
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for name, values in curves.items():
-        axis.plot(range(1, len(values) + 1), values, marker=".", label=name)
+        axis.plot(range(1, len(values) + 1), values, marker=".", label=names.get(name, name))
+    axis.set_xticks(trials)
     axis.set(xlabel="number of trials", ylabel=f"expected {best_word} {metric}",
              title="Expected best score vs trials (Dodge et al. 2019)")
-    axis.legend()
-    figure.tight_layout()
-    plt.close(figure)
-    return figure
+    axis.legend(fontsize="small")
+    return _done(figure, axis)

@@ -30,6 +30,12 @@ def test_too_few_runs_or_one_choice_has_no_winner():
     assert champion.winner(result([], ("a",))) == (None, "one choice only: it beats nothing")
 
 
+def test_a_sweep_that_added_seeds_until_decided_is_judged_by_its_sequential_verdicts():
+    until_decided = result([("a", "b", "no evidence")], ("a", "b"))
+    until_decided["sequential"] = {"pairs": [{"a": "a", "b": "b", "verdict": "b better", "seeds": 5}]}
+    assert champion.winner(until_decided) == ("b", "a vs b: b better")
+
+
 def champion_section(report_md: str) -> str:
     return report_md.split("## Champion\n\n", 1)[1].split("\n", 1)[0]
 

@@ -1,24 +1,29 @@
 """`python -m src.compare` on sweeps written straight into a real MLflow store: the
 grouping, the nuisance tuning, the verdicts and where the report goes."""
 
+import re
+
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
-from src import compare
+from src import compare, report_plots
 from tests.conftest import store_uri
 
 
-def record_sweep(client: MlflowClient, runs: list[tuple[dict, float, str]], nuisance: str = "none") -> str:
-    """A parent and one child per (params, val/acc_best, status), as a sweep records them."""
+def record_sweep(client: MlflowClient, runs: list[tuple[dict, float, str]], nuisance: str = "none",
+                 tags: dict | None = None, test: bool = False) -> str:
+    """A parent and one child per (params, val/acc_best, status), as a sweep records them
+    (with test/acc = val/acc_best - 0.1 where `test`)."""
     exp_id = client.create_experiment("triad")
-    parent = client.create_run(exp_id, run_name="sweep-test", tags={"triad.sweep": "parent"}).info.run_id
+    parent = client.create_run(exp_id, run_name="sweep-test", tags={"triad.sweep": "parent", **(tags or {})}).info.run_id
     client.log_batch(parent, params=[Param("compare.scientific", "none"), Param("compare.nuisance", nuisance),
                                      Param("search.optimizer.lr", "0.001,0.01,0.1")])
     for params, score, status in runs:
         tags = {"mlflow.parentRunId": parent, "triad.objective": "val/acc", "triad.objective_mode": "max"}
         run_id = client.create_run(exp_id, tags=tags).info.run_id
         client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()],
-                         metrics=[Metric("val/acc_best", score, 0, 0), Metric("time/fit_s", 2.0, 0, 0)])
+                         metrics=[Metric("val/acc_best", score, 0, 0), Metric("time/fit_s", 2.0, 0, 0),
+                                  *([Metric("test/acc", score - 0.1, 0, 0)] if test else [])])
         for epoch in range(3):
             client.log_metric(run_id, "val/acc", score * (epoch + 1) / 3, step=10 * epoch)
         client.set_terminated(run_id, status)
@@ -37,7 +42,7 @@ def test_report_names_a_winner_counts_failures_and_lands_on_the_parent(mlruns, c
     text = (mlruns / "report" / "report.md").read_text()
     assert "7 runs: 6 FINISHED, 1 not finished" in text
     assert "grouped by model." in text  # seed and the derived size are not choices
-    assert "| mlp | 3 | 1 | 0.9100 | 0.0100 |" in text  # runs, failed, mean, std
+    assert "| mlp | 3 | 1 | 0.9100 | – | 0.0100 |" in text  # runs, failed, mean, test/acc (none logged), std
     assert "| linear | mlp | 0.000 | [0.000, 0.000] | **mlp better** |" in text
     assert "mlp better" in capsys.readouterr().out
     for name in ("report.md", "learning_curves.png", "intervals.png", "expected_max.png"):
@@ -90,7 +95,7 @@ def test_too_few_runs_give_no_interval_and_no_verdict(mlruns, capsys):
     parent = record_sweep(client, runs)
     compare.main(["--tracking-uri", store_uri(mlruns), "--out", str(mlruns / "one")])
     text = (mlruns / "one" / "report.md").read_text()
-    assert "| adam | 1 | 0 | 0.9000 | – | too few runs (n=1) |" in text
+    assert "| adam | 1 | 0 | 0.9000 | – | – | too few runs (n=1) |" in text
     assert "| adam | sgd | 1.000 | – | **too few runs (n=1)** |" in text
     assert "[1.000" not in text and "adam better" not in capsys.readouterr().out
     assert client.get_run(parent).data.tags["triad.verdicts"] == "adam vs sgd: too few runs (n=1)"
@@ -131,3 +136,78 @@ def test_runs_pooled_into_one_choice_that_differ_in_a_fixed_setting_are_named(ml
     assert "WARNING mlp: its runs differ in trainer.max_epochs (3, 5)" in text
     assert "WARNING linear" not in text
     assert "mlp: its runs differ in trainer.max_epochs (3, 5)" in capsys.readouterr().out
+
+
+def tuned_sweep(client: MlflowClient, **kwargs) -> str:
+    """sgd best at lr=0.1, adam at 0.01: 2 optimizers x 3 lrs x 3 seeds."""
+    scores = {("sgd", 0.001): 0.3, ("sgd", 0.01): 0.6, ("sgd", 0.1): 0.9,
+              ("adam", 0.001): 0.8, ("adam", 0.01): 0.95, ("adam", 0.1): 0.4}
+    runs = [({"optimizer": opt, "optimizer.lr": lr, "seed": s}, score + (s - 1) / 100, "FINISHED")
+            for (opt, lr), score in scores.items() for s in range(3)]
+    return record_sweep(client, runs, nuisance="optimizer.lr", **kwargs)
+
+
+def test_the_html_report_is_one_self_contained_page_with_every_section(mlruns):
+    client = MlflowClient(store_uri(mlruns))
+    parent = tuned_sweep(client, tags={"triad.overrides": "optimizer=sgd,adam trainer.max_epochs=3"})
+    compare.report(client, compare.sweep_runs(client, parent), mlruns / "report", parent=client.get_run(parent))
+
+    page = (mlruns / "report" / "report.html").read_text()
+    # Nothing to fetch: no script, no URL in a src or href (the SVGs' xmlns name, they fetch nothing).
+    assert "<script" not in page and "<link" not in page and "@import" not in page
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page)
+    assert page.count("<svg") == 5  # intervals, learning curves, P(A beats B), isolation, expected best
+    for heading in ("Fixed for the sweep", "Runs", "Pairwise: P(A beats B)", "Tuning: the best setting per choice",
+                    "Expected highest score vs number of trials"):
+        assert f"<h2>{heading}" in page
+    assert "<strong>adam better</strong>" in page  # the verdict in the table
+    assert "adam better</text>" in page  # and in its cell of the matrix (SVG text stays text)
+    assert "edge of its search range" in page
+    logged = {a.path for a in client.list_artifacts(parent, "report")}
+    assert {"report/report.html", "report/pairwise.png", "report/isolation.png"} <= logged
+
+
+def test_fixed_settings_test_scores_and_run_ids_are_in_the_report(mlruns):
+    client = MlflowClient(store_uri(mlruns))
+    overrides = ("data=iris optimizer=sgd,adam optimizer.lr=0.001,0.01,0.1 seed=0,1,2 trainer.max_epochs=3 "
+                 "paths.mlruns_dir=/somewhere hydra/launcher=joblib compare.nuisance=[optimizer.lr]")
+    parent = tuned_sweep(client, tags={"triad.overrides": overrides}, test=True)
+    client.log_batch(parent, params=[Param("search.optimizer", "sgd,adam"), Param("search.seed", "0,1,2")])
+    result = compare.report(client, compare.sweep_runs(client, parent), mlruns / "report", parent=client.get_run(parent))
+
+    assert result["fixed"] == ["data=iris", "trainer.max_epochs=3"]  # not swept, and changes training
+    rows = {r["choice"]: r for r in result["rows"]}
+    assert result["test_metric"] == "test/acc" and abs(rows["adam"]["test"] - 0.85) < 1e-9  # the chosen lr's runs
+    assert len(rows["adam"]["run_ids"]) == 3
+    text = (mlruns / "report" / "report.md").read_text()
+    assert "| choice | runs | failed | mean | test/acc | std |" in text
+    assert "| adam | 3 | 0 | 0.9500 | 0.8500 | 0.0100 |" in text
+    assert "| data | iris |\n| trainer.max_epochs | 3 |\n" in text
+    assert f"| adam | {' '.join(f'`{i}`' for i in rows['adam']['run_ids'])} |" in text
+
+
+def test_expected_best_table_shows_the_figures_numbers_of_trials(mlruns):
+    client = MlflowClient(store_uri(mlruns))
+    parent = tuned_sweep(client)
+    result = compare.report(client, compare.sweep_runs(client, parent), mlruns / "report", parent=client.get_run(parent))
+    assert result["trials"] == list(range(1, 10))  # every n up to the 9 runs of a choice
+    text = (mlruns / "report" / "report.md").read_text()
+    assert "| choice | " + " | ".join(f"n={n}" for n in range(1, 10)) + " |" in text
+    figure = report_plots.expected_max(result["expected"], "val/acc", "highest", result["trials"], {})
+    assert list(figure.axes[0].get_xticks()) == result["trials"]
+    assert compare.trial_counts(30) == [1, 5, 10, 15, 20, 25, 30] and compare.trial_counts(12) == list(range(1, 13))
+
+
+def test_another_metrics_report_goes_beside_the_sweeps_own(mlruns, tmp_path):
+    client = MlflowClient(store_uri(mlruns))
+    sweep_dir = tmp_path / "sweep"
+    runs = [({"model": m, "seed": s}, base + s / 100, "FINISHED") for m, base in (("mlp", 0.9), ("linear", 0.5))
+            for s in range(3)]
+    parent = record_sweep(client, runs, tags={"triad.sweep_dir": str(sweep_dir)}, test=True)
+    compare.main(["--tracking-uri", store_uri(mlruns), "--sweep", parent])
+    compare.main(["--tracking-uri", store_uri(mlruns), "--sweep", parent, "--metric", "test/acc"])
+    assert "`val/acc`" in (sweep_dir / "report" / "report.md").read_text()
+    assert "`test/acc`" in (sweep_dir / "report-test_acc" / "report.md").read_text()
+    assert (sweep_dir / "report-test_acc" / "report.html").exists()
+    logged = {a.path for a in client.list_artifacts(parent, "report-test_acc")}
+    assert "report-test_acc/report.html" in logged

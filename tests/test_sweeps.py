@@ -36,7 +36,8 @@ def check_sweep(client, parent, children, jobs: int, status: str = "FINISHED") -
         assert run.data.tags["triad.sweep_id"] == parent.info.run_id
         assert len(run.data.tags["triad.config_hash"]) == 16
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {
-        "report/report.md", "report/learning_curves.png", "report/intervals.png", "report/expected_max.png"}
+        "report/report.md", "report/report.html", "report/learning_curves.png", "report/intervals.png",
+        "report/expected_max.png"}
     return Path(client.download_artifacts(parent.info.run_id, "report/report.md")).read_text()
 
 
