@@ -11,6 +11,7 @@ import html
 import io
 import re
 
+import markdown
 import matplotlib
 
 STYLE = """
@@ -19,7 +20,7 @@ h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 
 div.wide { overflow-x: auto; }  /* the UI's artifact pane is narrow: wide tables scroll */
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; vertical-align: top; }
-th { background: #f3f3f3; } td.number { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+th { background: #f3f3f3; } td[style*=right] { font-variant-numeric: tabular-nums; white-space: nowrap; }
 code { font-size: 0.9em; background: #f5f5f5; padding: 0 0.2em; }
 figure { margin: 1em 0; } figure svg { max-width: 100%; height: auto; }
 li.warning, p.warning { color: #a00; }
@@ -36,51 +37,20 @@ def svg(figure) -> str:
     return re.sub(r"<metadata>.*?</metadata>", "", text[text.index("<svg"):], flags=re.S)
 
 
-def _inline(text: str) -> str:
-    text = html.escape(text)
-    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+def page(text: str, figures: dict) -> str:
+    """The page of a report: its markdown (what compare.markdown writes) in HTML, each
+    `![alt](name.png)` drawn inline from figures[name]. A section added to the markdown
+    appears here as it is."""
+    body = markdown.markdown(text, extensions=["tables"], output_format="html")
 
+    def inline(image: re.Match) -> str:
+        name = html.unescape(image["src"])
+        return f"<figure>{svg(figures[name])}<figcaption>{image['alt']}</figcaption></figure>" if name in figures else ""
 
-def _table(lines: list[str]) -> str:
-    """A markdown table (header, alignment row, rows) as <table>; right-aligned columns as numbers."""
-    cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
-    right = [c.endswith(":") for c in cells[1]]
-    head = "".join(f"<th>{_inline(c)}</th>" for c in cells[0])
-    body = "".join("<tr>" + "".join(f"<td{' class=number' if r else ''}>{_inline(c)}</td>"
-                                    for c, r in zip(row, right, strict=False)) + "</tr>" for row in cells[2:])
-    return f"<div class=wide><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
-
-
-def page(markdown: str, figures: dict) -> str:
-    """The page of a report: its markdown (headings, paragraphs, lists, tables; what
-    compare.markdown writes) in HTML, each `![alt](name.png)` drawn from figures[name].
-    A section added to the markdown appears here as it is."""
-    lines, out, title = markdown.splitlines(), [], "Comparison"
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("|"):  # a table: this line and the next ones that start with "|"
-            end = i
-            while end < len(lines) and lines[end].startswith("|"):
-                end += 1
-            out.append(_table(lines[i:end]))
-            i = end
-            continue
-        if line.startswith("# "):
-            title = line[2:]
-            out.append(f"<h1>{_inline(title)}</h1>")
-        elif line.startswith("## "):
-            out.append(f"</section><section><h2>{_inline(line[3:])}</h2>")
-        elif image := re.fullmatch(r"!\[(.*)\]\((.+)\)", line):
-            if image[2] in figures:
-                out.append(f"<figure>{svg(figures[image[2]])}<figcaption>{_inline(image[1])}</figcaption></figure>")
-        elif line.startswith("- "):
-            warning = " class=warning" if "WARNING" in line else ""
-            out.append(f"<ul><li{warning}>{_inline(line[2:])}</li></ul>")
-        elif line.strip():
-            out.append(f"<p>{_inline(line)}</p>")
-        i += 1
-    body = "\n".join(out).replace("</ul>\n<ul>", "\n")  # consecutive items: one list
-    return (f"<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head>\n<body><section>\n{body}\n</section></body></html>\n")
+    body = re.sub(r'<img alt="(?P<alt>[^"]*)" src="(?P<src>[^"]+)"\s*/?>', inline, body)
+    body = re.sub(r"<p>\s*((?:<figure>.*?</figure>\s*)+)</p>", r"\1", body, flags=re.S)  # a figure is no paragraph
+    body = re.sub(r"<table>(.*?)</table>", r"<div class=wide><table>\1</table></div>", body, flags=re.S)
+    body = body.replace("<li>WARNING", "<li class=warning>WARNING")
+    title = re.search(r"<h1>(.*?)</h1>", body)
+    return (f"<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8><title>{title[1] if title else 'Comparison'}"
+            f"</title><style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n")
