@@ -38,7 +38,7 @@ def svg(figure) -> str:
 
 
 def page(text: str, figures: dict) -> str:
-    """The page of a report: its markdown (what compare.markdown writes) in HTML, each
+    """The page of a report: its markdown (what report_text.markdown writes) in HTML, each
     `![alt](name.png)` drawn inline from figures[name]. A section added to the markdown
     appears here as it is."""
     body = markdown.markdown(text, extensions=["tables"], output_format="html")
