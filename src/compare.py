@@ -221,7 +221,8 @@ def analyse(runs: list, metric: str | None = None, by: list[str] | None = None,
         rows.append({
             "choice": name, "runs": len(values), "failed": failed.get(name, 0),
             "mean": float(values.mean()), "test": float(np.mean(tests)) if tests else float("nan"),
-            "scores": values.tolist(), "run_ids": [r.info.run_id for r in kept], "named": _named(kept[0], by), "std": float(values.std(ddof=1)) if len(values) > 1 else float("nan"),
+            "scores": values.tolist(), "run_ids": [r.info.run_id for r in kept], "named": _named(kept[0], by),
+            "std": float(values.std(ddof=1)) if len(values) > 1 else float("nan"),
             "ci": stats.bootstrap_ci(values) if len(values) >= stats.MIN_RUNS else None,
             "median": float(np.median(values)),
             "iqm": stats.iqm(values), "best": float(values.max() if mode == "max" else values.min()),
@@ -305,6 +306,11 @@ def report(client: MlflowClient, runs: list, out_dir: Path, parent=None, metric=
         if result["sequential"]:
             client.set_tag(parent.info.run_id, f"{record.SEQUENTIAL_VERDICTS}{folder.removeprefix('report')}",
                            sequential.in_words(result["sequential"])[:5000])
+        if folder == "report":
+            # Each run's choice as a tag: the UI's runs table can group by it (Group by >
+            # triad.choice) and chart each choice's mean and range over its seeds.
+            for run in runs:
+                client.set_tag(run.info.run_id, record.CHOICE, _named(run, result["by"]))
     console.print(f"Report: {out_dir / 'report.md'} and {out_dir / 'report.html'}")
     return result
 

@@ -165,6 +165,9 @@ def test_the_html_report_is_one_self_contained_page_with_every_section(mlruns):
     assert "edge of its search range" in page
     logged = {a.path for a in client.list_artifacts(parent, "report")}
     assert {"report/report.html", "report/pairwise.png", "report/isolation.png"} <= logged
+    # Each run carries its choice, for the UI's Group by.
+    children = compare.sweep_runs(client, parent)
+    assert {r.data.tags["triad.choice"] for r in children} == {"optimizer=adam", "optimizer=sgd"}
 
 
 def test_fixed_settings_test_scores_and_run_ids_are_in_the_report(mlruns):
