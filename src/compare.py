@@ -311,7 +311,7 @@ def report(client: MlflowClient, runs: list, out_dir: Path, parent=None, metric=
             # triad.choice) and chart each choice's mean and range over its seeds.
             for run in runs:
                 client.set_tag(run.info.run_id, record.CHOICE, _named(run, result["by"]))
-    console.print(f"Report: {out_dir / 'report.md'} and {out_dir / 'report.html'}")
+    console.print(f"Report: {out_dir / 'report.md'} and {out_dir / 'report.html'}", soft_wrap=True, markup=False)
     return result
 
 
