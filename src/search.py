@@ -32,7 +32,7 @@ def search_space(params, arguments: list[str], parser: OverridesParser) -> tuple
     """(name -> Optuna distribution, name -> (key as typed, value -> override value), the
     fixed overrides) from the sweeper's params and the command line, which replaces a
     param of the same key; ConfigError naming every entry Optuna cannot sample."""
-    entries = [(f"hydra.sweeper.params.{k}", f"{k}={v}") for k, v in (params or {}).items()]
+    entries = [(f"hydra.sweeper.params.{k}={v}", f"{k}={v}") for k, v in (params or {}).items()]
     entries += [(line, line) for line in arguments]
     parsed, problems = {}, []
     for where, line in entries:
@@ -61,13 +61,13 @@ def search_space(params, arguments: list[str], parser: OverridesParser) -> tuple
 
 def _distribution(override):
     """The Optuna distribution of one sweep override, and how a sampled value is written back."""
-    sweep, typed = override.value(), override.input_line.split("=", 1)[-1]
+    sweep = override.value()
     tags = getattr(sweep, "tags", set())
     log = "log" in tags
     if isinstance(sweep, ChoiceSweep):
         strings = list(override.sweep_string_iterator())
         if any(v is not None and not isinstance(v, bool | int | float | str) for v in sweep.list):
-            raise ValueError(f"{typed}: Optuna chooses among plain values (numbers, strings), not lists or dicts.")
+            raise ValueError("Optuna chooses among plain values (numbers, strings), not lists or dicts.")
         return CategoricalDistribution(sweep.list), lambda value: strings[sweep.list.index(value)]
     try:
         if isinstance(sweep, RangeSweep):
@@ -81,8 +81,8 @@ def _distribution(override):
                 return IntDistribution(int(sweep.start), int(sweep.end), log=log), str
             return FloatDistribution(sweep.start, sweep.end, log=log), repr
     except ValueError as error:  # Optuna's own check: a log range from 0, low above high
-        raise ValueError(f"{typed}: {error}") from None
-    raise ValueError(f"{typed}: Optuna samples {SYNTAX}.")
+        raise ValueError(f"not a range Optuna samples: {error}") from None
+    raise ValueError(f"Optuna samples {SYNTAX}.")
 
 
 def run(sweeper, arguments: list[str]) -> list:
