@@ -131,3 +131,14 @@ def test_a_bad_trial_is_pruned_and_recorded_as_pruned(mlruns):
     report = next(mlruns.glob("multiruns/*/*/report/report.md")).read_text()
     assert f"{len(pruned)} pruned (stopped early by the Optuna pruner, not scored), 0 not finished" in report
     assert "| all | 1 | 0 |" in report  # the one finished run is scored; the pruned are not failures
+
+
+@pytest.mark.slow
+def test_a_trial_of_several_seeds_is_their_mean_and_reports_it_each_epoch(mlruns):
+    run_train(["sweep=optuna", "hydra.sweeper.n_trials=1", "trainer.max_epochs=2", "seeds=[0,1]", *SMALL], mlruns)
+    [trial] = study_of(mlruns).trials
+    runs = children(mlruns)
+    assert sorted(r.data.params["seed"] for r in runs) == ["0", "1"]  # each seed its own run of the trial
+    assert {r.data.tags["triad.trial"] for r in runs} == {"0"}
+    assert trial.value == pytest.approx(sum(r.data.metrics["val/acc_best"] for r in runs) / 2)
+    assert sorted(trial.intermediate_values) == [1, 2]  # the members' mean after each epoch
