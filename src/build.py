@@ -63,16 +63,17 @@ def use_task_defaults(cfg: DictConfig, choices: dict[str, str], overrides: list[
         choices[group] = option
 
 
-def trainer(cfg: DictConfig, record, objective: str, mode: str, started: float):
+def trainer(cfg: DictConfig, record, objective: str, mode: str, started: float, prune: bool = True):
     """(the Trainer, its best-checkpoint callback, its step timer) for this run: the
-    run's logger, checkpoints for resuming, the config's callbacks, a stop at a step's end."""
-    from src import recovery, signals
+    run's logger, checkpoints for resuming, the config's callbacks, in an Optuna trial its
+    report of the objective (prune=False: none), a stop at a step's end."""
+    from src import recovery, signals, trial
     from src.callbacks import ProgressBar, StepTimer
     from src.gate import instantiate
 
     checkpoint, callbacks = recovery.checkpoints(record.checkpoint_dir, objective, mode, cfg.checkpoint_every_n_steps)
     timer = StepTimer(started=started)
-    callbacks += [timer, *(instantiate(c) for c in (cfg.callbacks or {}).values())]
+    callbacks += [timer, *(instantiate(c) for c in (cfg.callbacks or {}).values()), *trial.reporters([objective], prune)]
     callbacks.append(signals.StopAtStepEnd(record.checkpoint_dir))  # last: the step ends before it stops
     # Without triad's progress bar (callbacks=none), none: Lightning's own would show its v_num.
     shown = {} if "enable_progress_bar" in cfg.trainer else {"enable_progress_bar": any(

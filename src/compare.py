@@ -183,8 +183,9 @@ def analyse(runs: list, metric: str | None = None, by: list[str] | None = None,
         if score(run, metric) is not None:
             groups.setdefault(_label(run, by), []).append(run)
     failed = {}
+    pruned = [r for r in runs if record.PRUNED in r.data.tags]  # an Optuna pruner's stop: no score, no failure
     for run in runs:
-        if run.info.status != "FINISHED":
+        if run.info.status != "FINISHED" and record.PRUNED not in run.data.tags:
             failed[_label(run, by)] = failed.get(_label(run, by), 0) + 1
 
     rows, tuning, chosen, all_scores, pooled = [], [], {}, {}, {}
@@ -255,7 +256,8 @@ def analyse(runs: list, metric: str | None = None, by: list[str] | None = None,
             "tuning": tuning, "expected": expected, "chosen": chosen, "pooled": pooled, "sequential": decided,
             "test_metric": test_metric, "fixed": fixed_settings(parent),
             "trials": trial_counts(max(len(v) for v in expected.values())),
-            "runs": len(runs), "finished": len(finished), "failed": len(runs) - len(finished)}
+            "runs": len(runs), "finished": len(finished), "pruned": len(pruned),
+            "failed": len(runs) - len(finished) - len(pruned)}
 
 
 def history(client: MlflowClient, run, metric: str) -> list[tuple[float, float]]:

@@ -12,7 +12,7 @@ import mlflow.pyfunc
 if TYPE_CHECKING:  # Lightning is not needed where a logged model is served
     import pytorch_lightning as pl
 
-CHECKED_AGAINST = {"pytorch-lightning": "2.6.6", "mlflow": "3.17.2", "hydra-core": "1.3.8"}
+CHECKED_AGAINST = {"pytorch-lightning": "2.6.6", "mlflow": "3.17.2", "hydra-core": "1.3.8", "optuna": "5.0.0"}
 
 
 # ---------------------------------------------------------------- Lightning 2.6.6
@@ -85,3 +85,23 @@ class PythonModelWithoutTypeHints(mlflow.pyfunc.PythonModel):
 # params, launcher, hydra_context and max_batch_size and its validate_batch_is_legal.
 # Hydra's plugin scan runs the modules of its core plugins again, so BasicSweeper is
 # another class object after it: only the class Hydra instantiates is sure to work.
+
+
+def job_error(job) -> BaseException | None:
+    """The error a failed Hydra job raised, without `JobReturn.return_value`, which
+    writes "Error executing job" to stderr before raising it: a pruned trial is no error."""
+    from hydra.core.utils import JobStatus
+
+    return job._return_value if job.status == JobStatus.FAILED else None
+
+
+# ---------------------------------------------------------------- Optuna 5.0.0
+
+
+def optuna_trial(study, trial_id: int):
+    """The trial of that id, to report to and ask should_prune, in a process other than the
+    one that asked for it (a sweep's job). Optuna builds it so in Study.ask; its docs do not
+    offer the constructor to users (optuna.trial.Trial(study, trial_id))."""
+    from optuna.trial import Trial
+
+    return Trial(study, trial_id)

@@ -18,7 +18,7 @@ from typing import IO
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from src import redact, store
 from src.identity import (
@@ -39,6 +39,8 @@ OBJECTIVE, OBJECTIVE_MODE, TASK = "triad.objective", "triad.objective_mode", "tr
 RESUMED_FROM, REUSED_FROM = "triad.resumed_from", "triad.reused_from"
 LOG_MODEL_ERROR = "triad.log_model_error"
 SWEEP, SWEEP_ID, SWEEP_DIR, JOB_NUM = "triad.sweep", "triad.sweep_id", "triad.sweep_dir", "triad.job_num"
+# An Optuna search's job: its trial's number; and, on a run the pruner stopped (KILLED), the epochs it trained.
+TRIAL, PRUNED = "triad.trial", "triad.pruned"
 VERDICTS = "triad.verdicts"
 # On each run of a sweep, by its report: the choice it stands for ("model=mlp"), to group by in the UI.
 CHOICE = "triad.choice"
@@ -65,7 +67,9 @@ def sweep_tags() -> dict[str, str]:
     parent = os.environ.get(SWEEP_PARENT_ENV)
     if not parent or not HydraConfig.initialized() or HydraConfig.get().mode.name != "MULTIRUN":
         return {}
-    return {PARENT_RUN_ID: parent, SWEEP_ID: parent, JOB_NUM: str(HydraConfig.get().job.num)}
+    trial = OmegaConf.select(HydraConfig.get().sweeper, "trial", default=None)  # src/trial.py
+    return {PARENT_RUN_ID: parent, SWEEP_ID: parent, JOB_NUM: str(HydraConfig.get().job.num),
+            **({TRIAL: str(trial)} if trial is not None else {})}
 
 
 class NullRecord:
@@ -105,14 +109,22 @@ class Record(NullRecord):
         self.recorded_steps = recorded_steps or {}
 
     def __exit__(self, kind, error, trace) -> bool:
-        status = "FINISHED" if error is None else "KILLED" if isinstance(error, KeyboardInterrupt | SystemExit) else "FAILED"
+        """The pruner's stop (src/trial.py: Pruned) ends the run KILLED with the tag triad.pruned."""
+        pruned = getattr(error, "pruned_epoch", None)
+        stopped = pruned is not None or isinstance(error, KeyboardInterrupt | SystemExit)
+        status = "FINISHED" if error is None else "KILLED" if stopped else "FAILED"
         try:
             with uninterruptible():
+                if pruned is not None:
+                    self.client.set_tag(self.id, PRUNED, str(pruned))
+                    error = None  # no traceback to keep: the search decided it
                 self._end(status, error)
         finally:
             if self.writer_lock is not None:
                 self.writer_lock.close()  # releases the lock
-        if status == "KILLED":
+        if pruned is not None:
+            print(f"Run {self.id} KILLED: pruned after epoch {pruned}.")
+        elif status == "KILLED":
             print(f"Run {self.id} KILLED. To resume it, run the same command with ckpt_path=last.")
         return False
 

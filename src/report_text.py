@@ -13,7 +13,9 @@ def markdown(result: dict, title: str) -> str:
     best_word = "highest" if result["mode"] == "max" else "lowest"
     test = f"{result['test_metric']} | " if result["test_metric"] else ""
     lines = [f"# {title}", "",
-             f"{result['runs']} runs: {result['finished']} FINISHED, {result['failed']} not finished (FAILED, KILLED or RUNNING). "
+             f"{result['runs']} runs: {result['finished']} FINISHED, "
+             + (f"{result['pruned']} pruned (stopped early by the Optuna pruner, not scored), " if result["pruned"] else "")
+             + f"{result['failed']} not finished (FAILED, KILLED or RUNNING). "
              f"Metric: `{result['metric']}` ({best_word} is better); grouped by "
              f"{', '.join(result['by']) or 'nothing (one group)'}"
              + (f"; tuned per choice: {', '.join(result['nuisance'])}" if result["nuisance"] else "") + ".", "",

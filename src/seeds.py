@@ -168,14 +168,17 @@ def ctrl_c_stops():
 
 def members_trainer(cfg: DictConfig, runs: list, objective: str, mode: str, started: float):
     """(the Trainer, the members' best checkpoints, the step timer): the config's
-    trainer and callbacks, each member's metrics to its own run."""
+    trainer and callbacks, each member's metrics to its own run; in an Optuna trial, the
+    members' mean objective reported to it after each validation."""
+    from src import trial
     from src.callbacks import ProgressBar, StepTimer
     from src.gate import instantiate
     from src.recovery import StopOnDivergence
 
     best = BestMembers([Path(run.checkpoint_dir) / "best.ckpt" for run in runs], objective, mode)
     timer = StepTimer(started=started)
-    callbacks = [best, timer, StopOnDivergence(), *(instantiate(c) for c in (cfg.callbacks or {}).values())]
+    callbacks = [best, timer, StopOnDivergence(), *(instantiate(c) for c in (cfg.callbacks or {}).values()),
+                 *trial.reporters([f"{PREFIX}{k}/{objective}" for k in range(len(runs))])]  # the members' mean
     loggers = [logger for run in runs if (logger := run.logger(cfg.logger))]
     shown = {} if "enable_progress_bar" in cfg.trainer else {"enable_progress_bar": any(
         isinstance(c, ProgressBar) for c in callbacks)}

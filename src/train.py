@@ -39,17 +39,22 @@ def train(cfg: DictConfig) -> float | None:
 
     best, not_vectorized = seeds.train(cfg, choices, overrides, job_started)
     if not_vectorized:  # why they cannot be (printed): one after another, each run saying so
+        from src.trial import job_trial
+
         how = {seeds.SIDE_BY_SIDE: f"one after another: {not_vectorized}"}
+        if job_trial() is not None:  # the trial would hear each epoch once per seed
+            print("Not pruned: this trial's seeds train one after another, and the pruner compares trials "
+                  "by the members' mean at each epoch, which only seeds trained side by side have.")
         best = seeds.mean_best([
             train_one(seeds.member_config(cfg, seed), dict(choices), seeds.member_overrides(overrides, seed),
-                      job_started, how) for seed in cfg.seeds])
+                      job_started, how, prune=False) for seed in cfg.seeds])
     return best
 
 
 def train_one(cfg: DictConfig, choices: dict[str, str], overrides: list[str], job_started: float,
-              tags: dict | None = None) -> float | None:
+              tags: dict | None = None, prune: bool = True) -> float | None:
     """Train one seed, test it on its best checkpoint, record it (with these extra tags);
-    return its best objective."""
+    return its best objective. In an Optuna trial it reports to the trial (prune=False: not)."""
     import torch
 
     from src import build, console, preflight, record, recovery
@@ -78,7 +83,7 @@ def train_one(cfg: DictConfig, choices: dict[str, str], overrides: list[str], jo
     with run:  # ends it FINISHED, FAILED or KILLED; no other process resumes it meanwhile
         run.log_data(choices.get("data") or "data", datamodule)
         console.print_start(choices, num_params, run.id)
-        trainer, checkpoint, timer = build.trainer(cfg, run, objective, mode, job_started)
+        trainer, checkpoint, timer = build.trainer(cfg, run, objective, mode, job_started, prune)
         started = time.perf_counter()
         # Lightning unwraps a compiled module for checkpoints and strategies.
         trainer.fit(torch.compile(module) if cfg.compile else module, datamodule=datamodule,

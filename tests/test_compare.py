@@ -214,3 +214,17 @@ def test_another_metrics_report_goes_beside_the_sweeps_own(mlruns, tmp_path):
     assert (sweep_dir / "report-test_acc" / "report.html").exists()
     logged = {a.path for a in client.list_artifacts(parent, "report-test_acc")}
     assert "report-test_acc/report.html" in logged
+
+
+def test_a_pruned_run_is_neither_scored_nor_failed(mlruns):
+    client = MlflowClient(store_uri(mlruns))
+    runs = [({"model": "mlp", "seed": s}, 0.9 + s / 100, "FINISHED") for s in range(3)]
+    runs += [({"model": "mlp", "seed": 3}, 0.1, "KILLED"), ({"model": "mlp", "seed": 4}, 0.2, "FAILED")]
+    parent = record_sweep(client, runs)
+    killed = [r for r in compare.sweep_runs(client, parent) if r.info.status == "KILLED"][0]
+    client.set_tag(killed.info.run_id, "triad.pruned", "2")  # as an Optuna pruner's stop leaves it
+
+    result = compare.analyse(compare.sweep_runs(client, parent))
+    assert (result["runs"], result["finished"], result["pruned"], result["failed"]) == (5, 3, 1, 1)
+    [row] = result["rows"]
+    assert row["runs"] == 3 and row["failed"] == 1 and 0.1 not in row["scores"]

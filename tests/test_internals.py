@@ -100,3 +100,26 @@ def test_the_basic_sweeper_builds_its_grid_through_self_split_arguments():
     assert "self.validate_batch_is_legal(batch)" in source
     assert "self.launcher.launch(batch, initial_job_idx=initial_job_idx)" in source
     assert {"config", "params", "launcher", "hydra_context", "max_batch_size"} <= set(vars(BasicSweeper(None)))
+
+
+def test_a_failed_jobs_error_is_read_without_hydras_message(capsys):
+    from hydra.core.utils import JobReturn, JobStatus
+
+    error = ValueError("x")
+    assert internals.job_error(JobReturn(status=JobStatus.FAILED, _return_value=error)) is error
+    assert internals.job_error(JobReturn(status=JobStatus.COMPLETED, _return_value=0.5)) is None
+    assert capsys.readouterr().err == ""
+
+
+def test_a_trial_is_reached_by_its_id_from_another_study_object(tmp_path):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    asked = optuna.create_study(storage=storage, study_name="s").ask()
+    storage_object = optuna.storages.RDBStorage(storage)
+    trial_id = storage_object.get_trial_id_from_study_id_trial_number(
+        storage_object.get_study_id_from_name("s"), asked.number)
+    trial = internals.optuna_trial(optuna.load_study(study_name="s", storage=storage_object), trial_id)
+    trial.report(0.5, 1)
+    assert not trial.should_prune() and trial.number == asked.number
+    assert optuna.load_study(study_name="s", storage=storage).trials[0].intermediate_values == {1: 0.5}
