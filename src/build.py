@@ -3,6 +3,8 @@ the model and loss the data's task needs where the user picked none; the network
 sized by the data; the LightningModule; and the Trainer with triad's callbacks.
 """
 
+import math
+
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -26,9 +28,21 @@ def experiment(cfg: DictConfig, choices: dict[str, str], overrides: list[str]):
     datamodule.setup("fit")
     spec = datamodule.spec
     use_task_defaults(cfg, choices, overrides, spec.task)
+    whole_batches(cfg, datamodule)
     check_loaded_data(choices, spec.input_kind, spec.task, changed_groups(overrides))  # the user's file decides its task
     preflight.check_model_fits(instantiate(cfg.model), spec, cfg.model, choices.get("model"))  # before it allocates
     return datamodule, module(cfg, spec, cfg.seed)
+
+
+def whole_batches(cfg: DictConfig, datamodule) -> None:
+    """A fraction in trainer.limit_<split>_batches (debug=limit) as a number of batches, at
+    least one: Lightning refuses a fraction that rounds to no batch of a small split."""
+    for split in ("train", "val", "test"):
+        key = f"limit_{split}_batches"
+        fraction = cfg.trainer.get(key)
+        if isinstance(fraction, float) and 0 < fraction < 1 and split in datamodule.splits:
+            batches = math.ceil(datamodule.split_size(split) / datamodule.resolved_batch_size())
+            cfg.trainer[key] = max(1, int(fraction * batches))
 
 
 def module(cfg: DictConfig, spec, seed: int):

@@ -27,6 +27,8 @@ def quiet_libraries() -> None:
     # Small data sets have fewer batches per epoch than log_every_n_steps; the steps
     # count on across epochs, so train/loss is still logged every n steps.
     warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval")
+    # Where Slurm is installed but this is no Slurm job (a login node, a workstation with sbatch).
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
 
 
 def print_config(cfg: DictConfig, choices: dict[str, str]) -> None:
@@ -37,7 +39,7 @@ def print_config(cfg: DictConfig, choices: dict[str, str]) -> None:
 
 
 def print_start(choices: dict[str, str], num_params: int, run_id: str | None) -> None:
-    where = f"MLflow run {run_id}" if run_id else "not recorded (logger=none)"
+    where = f"MLflow run {run_id}" if run_id else "not recorded in MLflow"
     console.print(f"[bold]{choices.get('model')}[/]: {num_params:,} parameters; {where}")
 
 
@@ -66,3 +68,10 @@ def print_summary(
             print(f"Open the UI:\n  mlflow ui --backend-store-uri {uri}\nthen {runs}")
         else:
             print(f"In the UI: {runs}")
+
+
+def print_other_logs(trainer) -> None:
+    """Where the Lightning loggers other than MLflow's (logger=csv, tensorboard, mlflow_*) wrote."""
+    for logger in trainer.loggers:
+        if not hasattr(logger, "run_id") and getattr(logger, "log_dir", None):
+            print(f"{type(logger).__name__}: {logger.log_dir}")

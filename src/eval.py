@@ -15,7 +15,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from src import PROJECT_ROOT, gate
+from src import PROJECT_ROOT, gate, store
 from src.overrides import override_problems
 from src.validate import ConfigError
 
@@ -27,7 +27,7 @@ def recorded(cfg: DictConfig, folder: str):
     if cfg.run_id:
         from mlflow import MlflowClient
 
-        if not cfg.logger:
+        if not store.tracked(cfg):
             raise ConfigError(["run_id needs logger=mlflow: the run is read from the tracking store."])
         from mlflow.exceptions import MlflowException
 
@@ -57,9 +57,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the recorded model; record and return its test metrics."""
     import warnings
 
-    from src import build, console, preflight, store
+    from src import build, console, preflight
 
-    if cfg.logger:
+    if store.tracked(cfg):
         store.check(cfg.logger.tracking_uri, existing=bool(cfg.run_id))
     console.quiet_libraries()
     # Testing a checkpoint needs none of the callbacks that wrote it; Lightning says so each time.
@@ -79,7 +79,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         )
         results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)[0]
     print("\n".join(f"{name}: {value:.6f}" for name, value in sorted(results.items())))
-    if cfg.logger:
+    if store.tracked(cfg):
         record(cfg, run_cfg, original, str(ckpt_path), results)
     return results
 

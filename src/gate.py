@@ -37,9 +37,11 @@ ALLOWED = (
     ("pytorch_lightning", "pytorch_lightning.Trainer", "pytorch_lightning.Trainer"),
     ("pytorch_lightning.callbacks", "pytorch_lightning.Callback", "Lightning callbacks"),
     ("pytorch_lightning.profilers", "pytorch_lightning.profilers.Profiler", "Lightning profilers"),
+    ("pytorch_lightning.loggers", "pytorch_lightning.loggers.Logger", "Lightning loggers"),
     ("lightning.pytorch", "lightning.pytorch.Trainer", None),  # the same, where `lightning` is installed
     ("lightning.pytorch.callbacks", "lightning.pytorch.Callback", None),
     ("lightning.pytorch.profilers", "lightning.pytorch.profilers.Profiler", None),
+    ("lightning.pytorch.loggers", "lightning.pytorch.loggers.Logger", None),
     ("torchmetrics", "torchmetrics.Metric", "torchmetrics metrics"),
 )
 WHAT_IS_ALLOWED = (f"triad builds only these classes: {', '.join(said for _, _, said in ALLOWED if said)} "

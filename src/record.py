@@ -87,14 +87,19 @@ class NullRecord:
     def __exit__(self, *exc_info) -> bool:
         return False
 
-    def logger(self, logger_cfg) -> bool:
-        return False  # Lightning's Trainer(logger=False)
+    def logger(self, logger_cfg):
+        """The Lightning loggers of a run that MLflow does not record (logger=csv,
+        tensorboard), else False (Lightning's Trainer(logger=False))."""
+        from src.gate import instantiate
+
+        return [instantiate(c) for c in store.loggers_beside(logger_cfg)[1]] or False
 
     def log_data(self, name: str, datamodule) -> None: ...
     def log_metrics(self, metrics: dict, step: int) -> None: ...
     def log_config(self, cfg: DictConfig, overrides: list[str]) -> None: ...
     def log_results(self, best_path, objective, confusion, class_names) -> None: ...
     def log_model(self, module, best_path: str, datamodule, cfg: DictConfig) -> None: ...
+    def log_profile(self, profiler) -> None: ...
 
 
 class Record(NullRecord):
@@ -143,10 +148,13 @@ class Record(NullRecord):
 
     def logger(self, logger_cfg):
         """Lightning's logger for this run (src/recovery.py: MLFlowLogger), which skips
-        the steps a resumed run already recorded."""
+        the steps a resumed run already recorded; first, before any logger beside it
+        (logger=mlflow_tensorboard): Lightning's `trainer.logger` is the first."""
         from src.gate import instantiate
 
-        return instantiate(logger_cfg, run_id=self.id, recorded_steps=self.recorded_steps)
+        mlflow_cfg, beside = store.loggers_beside(logger_cfg)
+        mlflow_logger = instantiate(mlflow_cfg, run_id=self.id, recorded_steps=self.recorded_steps)
+        return [mlflow_logger, *(instantiate(c) for c in beside)] if beside else mlflow_logger
 
     def log_data(self, name: str, datamodule) -> None:
         """The run's data set as MLflow dataset inputs, one per split (context
@@ -178,6 +186,12 @@ class Record(NullRecord):
         """config.yaml (resolved) and overrides.txt, secrets masked."""
         self.client.log_text(self.id, redact.config_yaml(cfg), "config.yaml")
         self.client.log_text(self.id, "\n".join(redact.overrides(overrides)) + "\n", "overrides.txt")
+
+    def log_profile(self, profiler) -> None:
+        """debug=profiler: the profiler's reports (one per stage: fit, test), under profiler/."""
+        folder = getattr(profiler, "dirpath", None)
+        if folder and Path(folder).is_dir():
+            self.client.log_artifacts(self.id, str(folder), "profiler")
 
     def log_results(self, best_path: str | None, objective: str, confusion, class_names) -> None:
         """The best checkpoint, the learning curves and, for classifiers, the confusion matrix."""
@@ -226,7 +240,7 @@ def open_run(cfg: DictConfig, choices: dict[str, str], overrides: list[str], par
     unfinished run of the same config, reopened to go on from its last.ckpt."""
     checkpoint_dir = f"{cfg.paths.output_dir}/checkpoints"
     ckpt_path = None if cfg.ckpt_path == "last" else cfg.ckpt_path
-    if not cfg.logger or not is_global_rank_zero():  # under DDP, rank 0 alone records
+    if not store.tracked(cfg) or not is_global_rank_zero():  # under DDP, rank 0 alone records
         return NullRecord(checkpoint_dir, ckpt_path)
     client = store.client_for(cfg.logger.tracking_uri)
     experiment_id = store.experiment_id(client, cfg.experiment_name, store.artifact_location(cfg.logger))

@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 from torch import nn
 
-from src import build, console, preflight, record
+from src import build, console, preflight, record, store
 from src.members import PREFIX, BestMembers, MemberLoggers, Members
 from src.module import objective_of
 
@@ -101,7 +101,7 @@ def train(cfg: DictConfig, choices: dict, overrides: list[str], job_started: flo
     kept = {}
     for seed in seeds:  # as in a sweep of single seeds, a seed already trained is not trained again
         reused = None
-        if cfg.logger and cfg.skip_finished and HydraConfig.get().mode == RunMode.MULTIRUN:
+        if store.tracked(cfg) and cfg.skip_finished and HydraConfig.get().mode == RunMode.MULTIRUN:
             reused = record.reused_result(configs[seed])
         kept[seed] = reused
     todo = [k for k, seed in enumerate(seeds) if kept[seed] is None]
@@ -179,7 +179,11 @@ def members_trainer(cfg: DictConfig, runs: list, objective: str, mode: str, star
     timer = StepTimer(started=started)
     callbacks = [best, timer, StopOnDivergence(), *(instantiate(c) for c in (cfg.callbacks or {}).values()),
                  *trial.reporters([f"{PREFIX}{k}/{objective}" for k in range(len(runs))])]  # the members' mean
-    loggers = [logger for run in runs if (logger := run.logger(cfg.logger))]
+    mlflow_cfg, beside = store.loggers_beside(cfg.logger)
+    if beside:  # MemberLoggers splits the metrics among the members' MLflow runs only
+        print(f"seeds={list(cfg.seeds)}: trained side by side, the seeds are recorded in MLflow only, "
+              f"not by {', '.join(c._target_.rsplit('.', 1)[-1] for c in beside)}.")
+    loggers = [logger for run in runs if (logger := run.logger(mlflow_cfg))]
     shown = {} if "enable_progress_bar" in cfg.trainer else {"enable_progress_bar": any(
         isinstance(c, ProgressBar) for c in callbacks)}
     trainer = instantiate(cfg.trainer, logger=MemberLoggers(loggers) if loggers else False, callbacks=callbacks,

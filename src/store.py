@@ -17,6 +17,25 @@ if TYPE_CHECKING:  # MLflow is imported where a store is opened: checking one ne
     from mlflow import MlflowClient
 
 
+def tracked(cfg) -> bool:
+    """Whether MLflow records this run: its logger is triad's MLflow logger (logger=mlflow,
+    mlflow_tensorboard, mlflow_csv), not none nor another Lightning logger alone (csv, tensorboard)."""
+    return bool(cfg.get("logger")) and "tracking_uri" in cfg.logger
+
+
+def loggers_beside(logger_cfg) -> tuple:
+    """(the MLflow logger's config or None, the configs of the Lightning loggers beside it):
+    logger=mlflow_tensorboard nests the tensorboard option in the MLflow one; logger=csv
+    is another logger alone."""
+    if not logger_cfg:
+        return None, []
+    if "tracking_uri" not in logger_cfg:
+        return None, [logger_cfg]
+    beside = [key for key, value in logger_cfg.items() if hasattr(value, "get") and value.get("_target_")]
+    mlflow_cfg = {key: value for key, value in logger_cfg.items() if key not in beside}
+    return type(logger_cfg)(mlflow_cfg), [logger_cfg[key] for key in beside]
+
+
 def ensure_store(uri: str) -> None:
     """Create the store's tables if missing; idempotent and safe to call from many
     processes at once (MLflow's own creation races: alembic migration errors)."""

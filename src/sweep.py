@@ -51,8 +51,10 @@ class SweepCallback(Callback):
         except ConfigError as error:
             print(error, file=sys.stderr)
             raise SystemExit(2) from None  # Hydra turns a callback's exceptions into warnings, not an exit
-        if not config.get("logger"):
-            return  # logger=none: nothing is recorded, so no parent either
+        from src import store
+
+        if not store.tracked(config):
+            return  # logger=none (or csv, tensorboard alone): nothing is recorded, so no parent either
         from src import record, redact, stats, store
         from src.identity import git_tags
 

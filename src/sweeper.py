@@ -19,6 +19,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf
 
+from src import store
 from src.sequential import Design, design_problems, in_words
 from src.validate import ConfigError
 
@@ -53,8 +54,8 @@ def plan_of(config: DictConfig, overrides: list[Override]) -> Plan:
     """The until_decided sweep these overrides ask for; ConfigError with every problem."""
     problems = []
     compare = config.compare
-    if not config.get("logger"):
-        problems.append("logger=none: compare.until_decided reads each round's runs from MLflow; use logger=mlflow.")
+    if not store.tracked(config):
+        problems.append(f"logger={config.hydra.runtime.choices.get('logger')}: compare.until_decided reads each round's runs from MLflow; use logger=mlflow.")
     if compare.nuisance:
         problems.append(f"compare.nuisance={compare.nuisance}: compare.until_decided compares "
                         "choices at fixed settings and cannot tune params per choice; tune them first (a plain sweep), "

@@ -57,14 +57,14 @@ def train_one(cfg: DictConfig, choices: dict[str, str], overrides: list[str], jo
     return its best objective. In an Optuna trial it reports to the trial (prune=False: not)."""
     import torch
 
-    from src import build, console, preflight, record, recovery
+    from src import build, console, preflight, record, recovery, store
     from src.module import objective_of
 
     datamodule, module = build.experiment(cfg, choices, overrides)
     spec, num_params = datamodule.spec, sum(p.numel() for p in module.net.parameters())
     # A sweep's job whose config already has a FINISHED run is not trained again: an
     # interrupted sweep, run again, does only the rest.
-    if cfg.logger and cfg.skip_finished and HydraConfig.get().mode == RunMode.MULTIRUN:
+    if store.tracked(cfg) and cfg.skip_finished and HydraConfig.get().mode == RunMode.MULTIRUN:
         if (reused := record.reused_result(cfg)) is not None:
             return reused
     preflight.check_before_run(cfg, spec, module, choices)  # refused now, not a FAILED run later
@@ -97,9 +97,11 @@ def train_one(cfg: DictConfig, choices: dict[str, str], overrides: list[str], jo
         run.log_config(cfg, overrides)
         confusion = trainer.callback_metrics.get("test/confusion_matrix")  # from module.on_test_epoch_end
         run.log_results(best_path, objective, confusion, spec.class_names)
+        run.log_profile(trainer.profiler)
         if cfg.log_model and best_path:
             run.log_model(module, best_path, datamodule, cfg)
     console.print_summary(results, objective, best, timings, run.id, cfg)
+    console.print_other_logs(trainer)
     return best
 
 
@@ -144,6 +146,16 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else "(no message)"
 
 
+# Groups whose options --help describes one by one (each file's first comment line).
+DESCRIBED = ("debug", "logger")
+
+
+def described(option) -> str:
+    """An option file's first comment line (after `# @package ...`)."""
+    comments = [line.lstrip("# ").strip() for line in option.read_text().splitlines() if line.startswith("#")]
+    return next((c for c in comments if not c.startswith("@package")), "")
+
+
 def print_help(conf_dir) -> None:
     """`--help`: each config group and its options, read from conf/. (Hydra's own
     help, still at --hydra-help, composes every option of every group: seconds.)"""
@@ -156,6 +168,9 @@ def print_help(conf_dir) -> None:
     for group in sorted(p for p in conf_dir.iterdir() if p.is_dir() and p.name != "hydra"):
         options = [f"{o}*" if o == defaults.get(group.name) else o for o in sorted(f.stem for f in group.glob("*.yaml"))]
         print(f"  {group.name:<11} {', '.join(options)}")
+        if group.name in DESCRIBED:  # switches whose names alone do not say what they do
+            for option in sorted(group.glob("*.yaml")):
+                print(f"{'':15}{option.stem + ':':<20}{described(option)}")
     print("\nThe composed config: python -m src.train --cfg job [overrides]. Hydra's flags: --hydra-help.")
 
 

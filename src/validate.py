@@ -124,14 +124,14 @@ def value_problems(cfg: DictConfig, overrides: list[str] = ()) -> list[str]:
         if value is not None and str(value) not in names:
             problems.append(f"{key}={value!r}: {one_of(value, names)}")
     name = cfg.get("experiment_name")
-    if cfg.get("logger") and not (isinstance(name, str) and name.strip()):
+    if store.tracked(cfg) and not (isinstance(name, str) and name.strip()):
         problems.append(f"experiment_name={name!r}: MLflow needs a name for the experiment, e.g. experiment_name=triad.")
     d_model, heads = cfg.model.get("d_model"), cfg.model.get("num_heads")
     if is_int(d_model) and is_int(heads) and (problem := heads_problem(d_model, heads)):
         problems.append(problem)
     problems += seeds_problems(cfg.get("seeds"), overrides)
     ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path == "last" and not cfg.get("logger"):
+    if ckpt_path == "last" and not store.tracked(cfg):
         problems.append("ckpt_path='last' looks up the unfinished run in MLflow: it needs logger=mlflow "
                         "(or give the checkpoint's path).")
     elif ckpt_path not in (None, "last") and not Path(str(ckpt_path)).is_file():
@@ -177,7 +177,7 @@ def validate(cfg: DictConfig, choices: dict[str, str], overrides: list[str] = ()
     problems = target_problems(cfg)  # the gate: what each _target_ resolves to
     problems += value_problems(cfg, overrides)
     problems += compatibility_problems(choices, cfg.data, overrides)
-    if cfg.get("logger"):
+    if store.tracked(cfg):
         problems += store.problems(cfg.logger.tracking_uri)
     if problems:
         raise ConfigError(problems)

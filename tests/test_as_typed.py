@@ -177,7 +177,12 @@ def check_finished_run(runner: Runner, run, task: str) -> None:
     inputs, targets = datamodule.splits["test"]
     # Raw examples (rows, strings) where the data has them: what a user's file holds.
     raw = datamodule.raw_input
-    answers = model.predict(raw.examples if raw is not None else inputs.numpy())
+    examples = raw.examples if raw is not None else inputs.numpy()
+    limit = config.trainer.get("limit_test_batches")
+    if isinstance(limit, int):  # a number of batches (debug=limit): the test's first ones; 1.0 would be all
+        tested = limit * datamodule.resolved_batch_size()
+        examples, inputs, targets = examples[:tested], inputs[:tested], targets[:tested]
+    answers = model.predict(examples)
     assert signature_columns(model) == (raw.columns if isinstance(raw, RawTable) else [None] if raw else [])
     metrics = run.data.metrics
     if task in ("multiclass", "binary"):
@@ -293,8 +298,8 @@ def test_every_readme_command_runs_as_typed(command, runner):
         pytest.skip(f"needs {reason}")
     result = runner.result(name)
     check_output(result)
-    if not trains or "debug=fast" in args:
-        return  # --help, --cfg job, debug=fast: they record nothing
+    if not trains or {"debug=fast", "logger=none", "logger=csv", "logger=tensorboard"} & set(args):
+        return  # --help, --cfg job, debug=fast, no MLflow logger: they record nothing in MLflow
     runs = runner.runs(name)
     if "-m" in args or any(a.startswith("sweep=") for a in args):
         parents = [r for r in runs if r.data.tags.get("triad.sweep") == "parent"]
