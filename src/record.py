@@ -99,7 +99,7 @@ class NullRecord:
     def log_config(self, cfg: DictConfig, overrides: list[str]) -> None: ...
     def log_results(self, best_path, objective, confusion, class_names) -> None: ...
     def log_model(self, module, best_path: str, datamodule, cfg: DictConfig) -> None: ...
-    def log_profile(self, profiler) -> None: ...
+    def log_folder(self, folder: str | None, artifact_path: str) -> None: ...
 
 
 class Record(NullRecord):
@@ -187,11 +187,11 @@ class Record(NullRecord):
         self.client.log_text(self.id, redact.config_yaml(cfg), "config.yaml")
         self.client.log_text(self.id, "\n".join(redact.overrides(overrides)) + "\n", "overrides.txt")
 
-    def log_profile(self, profiler) -> None:
-        """debug=profiler: the profiler's reports (one per stage: fit, test), under profiler/."""
-        folder = getattr(profiler, "dirpath", None)
+    def log_folder(self, folder: str | None, artifact_path: str) -> None:
+        """What the run wrote beside MLflow (the profiler's reports, TensorBoard's events,
+        metrics.csv) as its artifacts: the run keeps them wherever it is opened."""
         if folder and Path(folder).is_dir():
-            self.client.log_artifacts(self.id, str(folder), "profiler")
+            self.client.log_artifacts(self.id, str(folder), artifact_path)
 
     def log_results(self, best_path: str | None, objective: str, confusion, class_names) -> None:
         """The best checkpoint, the learning curves and, for classifiers, the confusion matrix."""

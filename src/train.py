@@ -97,7 +97,9 @@ def train_one(cfg: DictConfig, choices: dict[str, str], overrides: list[str], jo
         run.log_config(cfg, overrides)
         confusion = trainer.callback_metrics.get("test/confusion_matrix")  # from module.on_test_epoch_end
         run.log_results(best_path, objective, confusion, spec.class_names)
-        run.log_profile(trainer.profiler)
+        run.log_folder(getattr(trainer.profiler, "dirpath", None), "profiler")  # debug=profiler
+        for beside in trainer.loggers[1:]:  # logger=mlflow_tensorboard, mlflow_csv
+            run.log_folder(beside.log_dir, beside.name)
         if cfg.log_model and best_path:
             run.log_model(module, best_path, datamodule, cfg)
     console.print_summary(results, objective, best, timings, run.id, cfg)

@@ -78,6 +78,8 @@ def test_mlflow_with_a_logger_beside_it_both_get_the_same_metrics(logger, mlruns
     else:
         beside = tensorboard_scalars(written_to(out, "TensorBoardLogger"), "val/acc")
     assert beside == pytest.approx(recorded, rel=1e-6)
+    kept = {a.path for a in client.list_artifacts(run.info.run_id, logger.removeprefix("mlflow_"))}
+    assert kept, f"the {logger} files are not among the run's artifacts"
     assert not [k for k in run.data.params if k.startswith("logger")]  # plumbing, not params
 
 
