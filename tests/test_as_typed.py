@@ -267,7 +267,7 @@ def readme_commands() -> list[str]:
 
 # What these machines cannot run, and where each is tested instead.
 NEEDS = {
-    "submitit_slurm": "a Slurm cluster",
+    "submitit_slurm": "a Slurm cluster: tests/test_slurm.py runs these commands on a one-node Slurm it starts",
     "trainer=gpu": "a CUDA GPU: tests/test_scale.py::test_gpu_paths_record_a_finished_run runs it where there is one",
     "trainer=ddp": "several GPUs (trainer=ddp is accelerator=gpu): trainer=ddp_cpu runs the same code path here",
     "trainer=fsdp": "several GPUs",
