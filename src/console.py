@@ -27,6 +27,9 @@ def quiet_libraries() -> None:
     # Small data sets have fewer batches per epoch than log_every_n_steps; the steps
     # count on across epochs, so train/loss is still logged every n steps.
     warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval")
+    # overfit_batches: triad's loaders stop shuffling themselves (src/data/base.py); Lightning
+    # warns of any sampler that is not its SequentialSampler, the validation one's too.
+    warnings.filterwarnings("ignore", message=r"You requested to overfit but enabled \w+ dataloader shuffling")
     # Where Slurm is installed but this is no Slurm job (a login node, a workstation with sbatch).
     warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
 

@@ -138,8 +138,9 @@ class RecordBeforeCheckpoint(Callback):
     (MLFlowLogger.before_checkpoint)."""
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module, checkpoint: dict) -> None:
-        if isinstance(trainer.logger, MLFlowLogger):
-            trainer.logger.before_checkpoint(trainer)
+        for logger in trainer.loggers:  # MLflow's is the first, beside a CSV or TensorBoard logger
+            if isinstance(logger, MLFlowLogger):
+                logger.before_checkpoint(trainer)
 
 
 class RandomState(Callback):

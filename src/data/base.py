@@ -181,9 +181,12 @@ class TensorDataModule(pl.LightningDataModule):
         return InMemoryBatches(tensors, batch_size, sampler)
 
     def train_dataloader(self):
+        # overfit_batches (debug=overfit) trains the same first batches every epoch; Lightning
+        # turns shuffling off only where a DataLoader's sampler is its RandomSampler.
+        shuffle = not (self.trainer is not None and self.trainer.overfit_batches)
         if self.member_seeds:
-            return SideBySide([self._batches("train", shuffle=True, seed=seed) for seed in self.member_seeds])
-        return self._batches("train", shuffle=True)
+            return SideBySide([self._batches("train", shuffle, seed=seed) for seed in self.member_seeds])
+        return self._batches("train", shuffle)
 
     def val_dataloader(self):
         return self._batches("val", shuffle=False)
