@@ -5,6 +5,7 @@ and checked before any work, naming the store and the fix when it cannot take a 
 import os
 import sqlite3
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from contextlib import closing
@@ -127,15 +128,33 @@ def check(tracking_uri: str, key: str = "logger.tracking_uri", existing: bool = 
         raise ConfigError(found)
 
 
-def _server_problem(tracking_uri: str, timeout: float = 5.0) -> str | None:
+def _server_problem(tracking_uri: str) -> str | None:
+    if (reason := server_unreachable(tracking_uri)) is None:
+        return None
+    return (f"no MLflow server answers there ({reason}). Start it (README, 'Team tracking server'), or point "
+            "MLFLOW_TRACKING_URI / logger.tracking_uri at a reachable store; unset it for the local SQLite store.")
+
+
+def server_unreachable(tracking_uri: str, timeout: float = 5.0) -> str | None:
+    """Why a tracking server does not answer (`GET /health`); None when it does, and for
+    a store that is no server."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return None
     try:
         with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout) as answer:
             answer.read()
     except (urllib.error.URLError, OSError) as error:
-        return (f"no MLflow server answers there ({getattr(error, 'reason', error)}). Start it (README, "
-                "'Team tracking server'), or point MLFLOW_TRACKING_URI / logger.tracking_uri at a reachable "
-                "store; unset it for the local SQLite store.")
+        return str(getattr(error, "reason", error))
     return None
+
+
+def wait_for_server(tracking_uri: str, limit_s: float) -> str | None:
+    """Wait up to limit_s for a tracking server to answer again; None once it does (at
+    once if it does), else why it still does not."""
+    deadline = time.monotonic() + limit_s
+    while (reason := server_unreachable(tracking_uri)) and time.monotonic() < deadline:
+        time.sleep(2)
+    return reason
 
 
 ELSEWHERE = "or set paths.mlruns_dir (or MLFLOW_TRACKING_URI) to another place for the store."

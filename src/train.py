@@ -117,6 +117,7 @@ def main(cfg: DictConfig) -> float | None:
         return train(cfg)
     except ConfigError as error:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
+            print_job_failed(str(error))
             raise  # the sweep records this job as failed and goes on
         print(error, file=sys.stderr)
         sys.exit(2)
@@ -136,11 +137,36 @@ def main(cfg: DictConfig) -> float | None:
         # happened and where that file is. Without a run that recorded it (an error before
         # the run, or a store that could not take it) the traceback is printed, its only record.
         recorded = where_recorded(error)
-        if recorded is None or HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise
         message = str(error) if isinstance(error, Diverged) else f"{type(error).__name__}: {first_line(error)}"
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            print_job_failed(server_gone(cfg) or message, recorded)
+            raise  # the sweep records this job as failed and goes on
+        if recorded is None:
+            raise
         print(f"{message} ({recorded})", file=sys.stderr)
         sys.exit(1)
+
+
+def print_job_failed(why: str, recorded: str | None = None) -> None:
+    """One line per failed job of a sweep: Hydra shows the first failed job's error alone,
+    at the sweep's end."""
+    from src import redact
+
+    job = HydraConfig.get()
+    where = f" ({recorded})" if recorded else ""
+    print(f"Job #{job.job.num} ({' '.join(redact.overrides(job.overrides.task))}) failed: {why}{where}",
+          file=sys.stderr)
+
+
+def server_gone(cfg: DictConfig) -> str | None:
+    """Why the job could not record, if its tracking server no longer answers."""
+    from src import store
+
+    uri = cfg.logger.tracking_uri if cfg.get("logger") else ""
+    if reason := store.server_unreachable(uri):
+        return (f"the tracking server {uri} does not answer ({reason}); the sweep ends this job's run "
+                "once it is back. Run the same command again to train the jobs that failed.")
+    return None
 
 
 def first_line(error: BaseException) -> str:

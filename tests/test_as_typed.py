@@ -272,6 +272,8 @@ NEEDS = {
     "trainer=ddp": "several GPUs (trainer=ddp is accelerator=gpu): trainer=ddp_cpu runs the same code path here",
     "trainer=fsdp": "several GPUs",
     "mlflow-host": "a team's tracking server: tests/test_scale.py runs the same commands against a real mlflow server",
+    "http://127.0.0.1:5000": "a tracking server there: tests/test_postgres.py runs this command against a real "
+                             "mlflow server over PostgreSQL",
 }
 # Evaluations and reports read what training recorded: they run after it (below).
 READS_RECORDS = ("python -m src.eval", "python -m src.compare")
