@@ -130,15 +130,17 @@ def tell(study: optuna.Study, trial: optuna.Trial, job) -> BaseException | None:
     job's error, if it failed."""
     error = job_error(job)
     value = None if error else job.return_value
+    # skip_if_finished: another search of this study, started meanwhile, may have marked the
+    # trial FAIL (as left RUNNING); its result is then dropped, and the search goes on.
     if isinstance(error, optuna.TrialPruned):
-        study.tell(trial, state=TrialState.PRUNED)
+        study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
         print(f"trial {trial.number}: {error}")
         return None
     if error is not None or value is None or not math.isfinite(value):
-        study.tell(trial, state=TrialState.FAIL)
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         print(f"trial {trial.number}: FAIL ({f'{type(error).__name__}: {error}' if error else f'objective {value}'})")
         return error
-    study.tell(trial, value)
+    study.tell(trial, value, skip_if_finished=True)
     print(f"trial {trial.number}: {value:.4g} {trial.params}")
     return None
 

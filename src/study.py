@@ -5,6 +5,7 @@ which reaches its own trial in it (src/trial.py)."""
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
+from src.locks import store_lock
 from src.validate import ConfigError
 
 PRUNERS = {"median": optuna.pruners.MedianPruner, "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
@@ -32,8 +33,11 @@ def open_study(storage: str | None, name: str, direction: str | None = None, sam
     pruner = built("pruner", PRUNERS, pruner) if pruner is not None else None
     if direction is None:
         return optuna.load_study(study_name=name, storage=storage, pruner=pruner)
-    study = optuna.create_study(storage=storage, pruner=pruner, study_name=name, direction=direction,
-                                load_if_exists=True)
+    # Two searches creating one SQLite storage at once race in its migration (alembic's
+    # UNIQUE constraint), as MLflow's store does: one at a time, under the store's lock.
+    with store_lock(storage if isinstance(storage, str) else ""):
+        study = optuna.create_study(storage=storage, pruner=pruner, study_name=name, direction=direction,
+                                    load_if_exists=True)
     if sampler is not None:
         options = dict(OmegaConf.to_container(sampler) if isinstance(sampler, DictConfig) else sampler)
         if options.get("seed") is not None:  # a resumed study must not draw its first trials again
