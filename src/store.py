@@ -148,6 +148,29 @@ def server_unreachable(tracking_uri: str, timeout: float = 5.0) -> str | None:
     return None
 
 
+def lost_connection(error: BaseException) -> str | None:
+    """Why a request to a tracking server failed, if `error` (or what it was raised while
+    handling: MLflow wraps requests' errors) is a lost or refused connection; else None."""
+    import requests
+
+    seen = error
+    while seen is not None and not isinstance(seen, (requests.exceptions.ConnectionError, ConnectionError)):
+        seen = seen.__cause__ or seen.__context__
+    if seen is None:
+        return None
+    # requests' error holds urllib3's, which holds (as reason or args) the socket's OSError
+    inner, found = [seen], set()
+    while inner:
+        cause = inner.pop()
+        if not isinstance(cause, BaseException) or id(cause) in found:
+            continue
+        found.add(id(cause))
+        if isinstance(cause, OSError) and cause.strerror:
+            return f"[Errno {cause.errno}] {cause.strerror}"
+        inner.extend([*cause.args, getattr(cause, "reason", None), cause.__cause__, cause.__context__])
+    return type(seen).__name__
+
+
 def wait_for_server(tracking_uri: str, limit_s: float) -> str | None:
     """Wait up to limit_s for a tracking server to answer again; None once it does (at
     once if it does), else why it still does not."""

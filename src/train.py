@@ -139,7 +139,7 @@ def main(cfg: DictConfig) -> float | None:
         recorded = where_recorded(error)
         message = str(error) if isinstance(error, Diverged) else f"{type(error).__name__}: {first_line(error)}"
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            print_job_failed(server_gone(cfg) or message, recorded)
+            print_job_failed(server_gone(cfg, error) or message, recorded)
             raise  # the sweep records this job as failed and goes on
         if recorded is None:
             raise
@@ -158,13 +158,16 @@ def print_job_failed(why: str, recorded: str | None = None) -> None:
           file=sys.stderr)
 
 
-def server_gone(cfg: DictConfig) -> str | None:
-    """Why the job could not record, if its tracking server no longer answers."""
+def server_gone(cfg: DictConfig, error: Exception) -> str | None:
+    """Why the job could not record, if it lost its tracking server: the error says so, or
+    the server no longer answers (it may be back by now: a restart takes seconds)."""
     from src import store
 
     uri = cfg.logger.tracking_uri if cfg.get("logger") else ""
-    if reason := store.server_unreachable(uri):
-        return (f"the tracking server {uri} does not answer ({reason}); the sweep ends this job's run "
+    if not uri.startswith(("http://", "https://")):
+        return None
+    if reason := store.server_unreachable(uri) or store.lost_connection(error):
+        return (f"the tracking server {uri} did not answer ({reason}); the sweep ends this job's run "
                 "once it is back. Run the same command again to train the jobs that failed.")
     return None
 

@@ -7,6 +7,7 @@ only where PostgreSQL's programs are not installed (Debian: `apt-get install pos
 
 import glob
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -207,8 +208,13 @@ def test_a_server_killed_mid_sweep_leaves_no_run_running_and_a_rerun_completes(m
     text = output.read_text()
     print(text[-20000:])  # shown by pytest when an assertion below fails
     assert sweep.returncode == 1
-    # each failed job in one line naming the server, and one traceback (Hydra's, of the first)
-    assert f"failed: the tracking server {mlflow_server.uri} does not answer" in text
+    # Each failed job says so naming the server: one that lost it mid-way in one line, one
+    # that started while it was down with the config check's message. One traceback (Hydra's,
+    # of the first failed job).
+    failed = re.findall(r"^Job #\d+ \(.*\) failed: (.*\n.*)", text, re.MULTILINE)
+    assert failed and all(mlflow_server.uri in why for why in failed), failed
+    lost = f"the tracking server {mlflow_server.uri} did not answer"
+    assert all(why.startswith((lost, "The config has 1 problem(s)")) for why in failed), failed
     assert text.count("Traceback") <= 1
     client, runs = runs_in(mlflow_server.uri)
     assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]

@@ -72,6 +72,19 @@ def test_an_unreachable_server_fails_fast_naming_it(mlruns):
     print(f"failed after {seconds:.1f} s")  # informative; no timed assertion
 
 
+def test_a_job_that_lost_its_server_is_told_from_the_error_even_once_the_server_is_back(monkeypatch):
+    """A restarted server answers again within seconds: the job's message must not hang on
+    whether it answers by the time the job reports."""
+    from src.store import lost_connection
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    uri = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(Exception) as raised:  # MLflow wraps requests' ConnectionError
+        MlflowClient(uri).get_run("0" * 32)
+    assert lost_connection(raised.value) == "[Errno 111] Connection refused"
+    assert lost_connection(ValueError("a job's own error")) is None
+
+
 def test_only_global_rank_zero_creates_a_run(monkeypatch):
     from src.identity import is_global_rank_zero
 
