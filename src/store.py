@@ -3,6 +3,7 @@ and checked before any work, naming the store and the fix when it cannot take a 
 """
 
 import os
+import re
 import sqlite3
 import tempfile
 import time
@@ -154,21 +155,13 @@ def lost_connection(error: BaseException) -> str | None:
     import requests
 
     seen = error
-    while seen is not None and not isinstance(seen, (requests.exceptions.ConnectionError, ConnectionError)):
+    while seen is not None and not isinstance(seen, requests.exceptions.ConnectionError):
         seen = seen.__cause__ or seen.__context__
     if seen is None:
         return None
-    # requests' error holds urllib3's, which holds (as reason or args) the socket's OSError
-    inner, found = [seen], set()
-    while inner:
-        cause = inner.pop()
-        if not isinstance(cause, BaseException) or id(cause) in found:
-            continue
-        found.add(id(cause))
-        if isinstance(cause, OSError) and cause.strerror:
-            return f"[Errno {cause.errno}] {cause.strerror}"
-        inner.extend([*cause.args, getattr(cause, "reason", None), cause.__cause__, cause.__context__])
-    return type(seen).__name__
+    # a refused connection's message ends with the socket's: "... [Errno 111] Connection refused'))"
+    errno = re.search(r"\[Errno \d+\] [^'\")]+", str(seen))
+    return errno.group(0) if errno else str(seen)  # ('Connection aborted.', ConnectionResetError(104, ...))
 
 
 def wait_for_server(tracking_uri: str, limit_s: float) -> str | None:
