@@ -1,9 +1,12 @@
 """Bad configs fail before any work, with every problem named at once."""
 
 import pytest
+import torch
 
+from src.catalog import ACTIVATIONS
+from src.overrides import override_problems
 from src.validate import ConfigError, validate
-from tests.conftest import compose_config, run_train
+from tests.conftest import CONF_DIR, compose_config, run_train
 
 
 def test_every_problem_is_reported_at_once(mlruns):
@@ -65,3 +68,111 @@ def test_a_plus_key_a_built_object_takes_is_accepted(mlruns):
 
     conf = Path(PROJECT_ROOT) / "conf"
     assert override_problems(["+trainer.limit_train_batches=2", "+db.password=x", "++trainer.max_epochs=3"], conf) == []
+
+
+# ---------------------------------------------------------------- config checks
+
+CHOICES = {"data": "digits", "model": "mlp", "loss": "cross_entropy"}
+BAD_VALUES = [
+    (["optimizer.lr=0"], "optimizer.lr=0", "> 0"),
+    (["optimizer.lr=-0.1"], "optimizer.lr=-0.1", "> 0"),
+    (["optimizer.lr=fast"], "optimizer.lr='fast'", "a number"),
+    (["optimizer.weight_decay=-1"], "optimizer.weight_decay=-1", ">= 0"),
+    (["optimizer.betas=[0.9,1.5]"], "optimizer.betas", "[0, 1)"),
+    (["optimizer=sgd", "optimizer.momentum=1"], "optimizer.momentum=1", "[0, 1)"),
+    (["data.batch_size=0"], "data.batch_size=0", ">= 1"),
+    (["data.batch_size=2.5"], "data.batch_size=2.5", "'full'"),
+    (["data.val_fraction=1.2"], "data.val_fraction=1.2", "(0, 1)"),
+    (["model.dropout=1"], "model.dropout=1", "[0, 1)"),
+    (["model.dropout=-0.1"], "model.dropout=-0.1", "[0, 1)"),
+    (["model.activation=rleu"], "model.activation='rleu'", "Did you mean relu"),
+    (["model.hidden_size=0"], "model.hidden_size=0", ">= 1"),
+    (["model=transformer", "model.num_heads=3"], "model.num_heads=3", "divides"),
+    (["model=transformer", "model.pooling=max"], "model.pooling='max'", "first, mean"),
+    (["trainer.max_epochs=-1"], "trainer.max_epochs=-1", ">= 1"),
+    (["trainer.max_epochs=two"], "trainer.max_epochs='two'", "integer"),
+    (["trainer.precision=15"], "trainer.precision=15", "32-true"),
+    (["trainer.accelerator=tpv"], "trainer.accelerator='tpv'", "cpu"),
+    (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1", ">= 0"),
+    (["seed=-3"], "seed=-3", ">= 0"),
+    (["seed=99999999999"], "seed=99999999999", "<= 4294967295"),  # beyond what numpy's seeding takes
+    (["optimizer.lr=inf"], "optimizer.lr=inf", "finite"),
+    (["optimizer.lr=nan"], "optimizer.lr=nan", "finite"),
+    (["trainer.devices=0"], "trainer.devices=0", "'auto'"),
+    (["experiment_name=''"], "experiment_name=''", "experiment_name=triad"),
+    (["scheduler=step", "scheduler.step_size=-1"], "scheduler.step_size=-1", "integer >= 1"),
+    (["scheduler=step", "scheduler.gamma=0"], "scheduler.gamma=0", "(0, 1]"),
+    (["scheduler=cosine", "+scheduler.T_max=0"], "scheduler.T_max=0", "integer >= 1"),
+    (["scheduler=cosine", "scheduler.eta_min=1"], "scheduler.eta_min=1", "below optimizer.lr"),
+    (["scheduler=warmup_cosine", "scheduler.warmup_fraction=1.5"], "scheduler.warmup_fraction=1.5", "[0, 1)"),
+    (["scheduler=onecycle", "scheduler.pct_start=0"], "scheduler.pct_start=0", "(0, 1)"),
+    (["scheduler=onecycle", "scheduler.div_factor=0"], "scheduler.div_factor=0", ">= 1"),
+    (["scheduler=plateau", "scheduler.factor=1.5"], "scheduler.factor=1.5", "(0, 1)"),
+    (["scheduler=plateau", "scheduler.patience=-1"], "scheduler.patience=-1", ">= 0"),
+    (["checkpoint_every_n_steps=0"], "checkpoint_every_n_steps=0", ">= 1"),
+    (["ckpt_path=/no/such.ckpt"], "ckpt_path='/no/such.ckpt'", "no such file"),
+    (["ckpt_path=last", "logger=none"], "ckpt_path='last'", "logger=mlflow"),
+    (["data._target_=os.system"], "data._target_='os.system'", "src.*"),
+    (["+callbacks.extra={_target_:subprocess.Popen}"], "callbacks.extra._target_='subprocess.Popen'", "torch.*"),
+    (["optimizer._target_=torch.hub.load"], "optimizer._target_='torch.hub.load'", "not a class"),
+]
+
+
+@pytest.mark.parametrize("overrides,names,fix", BAD_VALUES, ids=[" ".join(b[0]) for b in BAD_VALUES])
+def test_a_bad_value_is_named_with_what_would_work(overrides, names, fix, mlruns):
+    cfg = compose_config(overrides, mlruns)
+    choices = {**CHOICES, **{o.split("=")[0]: o.split("=")[1] for o in overrides if o.split("=")[0] in ("model", "optimizer")}}
+    with pytest.raises(ConfigError) as caught:
+        validate(cfg, choices)
+    assert names in str(caught.value) and fix in str(caught.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides,names,fix", BAD_VALUES, ids=[" ".join(b[0]) for b in BAD_VALUES])
+def test_a_bad_value_on_the_command_line_exits_2_naming_it_and_records_nothing(overrides, names, fix, mlruns):
+    result = run_train(overrides, mlruns, check=False, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert names in result.stderr and fix in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (mlruns / "mlflow.db").exists() and not list(mlruns.rglob("*.ckpt"))
+
+
+BAD_OVERRIDES = [
+    (["trainer.max_epoch=2"], "trainer.max_epoch: no such key", "Did you mean trainer.max_epochs"),
+    (["optimizer.learning_rate=0.1"], "optimizer.learning_rate: no such key", "+optimizer.learning_rate"),
+    (["model=mpl"], "model=mpl: no such option", "Did you mean mlp"),
+    (["model=mlp,cnnn"], "model=cnnn: no such option", "Did you mean cnn?"),
+    (["optimizer=adamz"], "optimizer=adamz", "Did you mean adam"),
+]
+
+
+@pytest.mark.parametrize("overrides,names,fix", BAD_OVERRIDES, ids=[" ".join(b[0]) for b in BAD_OVERRIDES])
+def test_a_misspelled_key_or_option_lists_close_matches(overrides, names, fix):
+    problems = "\n".join(override_problems(overrides, CONF_DIR))
+    assert names in problems and fix in problems
+
+
+def test_good_overrides_raise_no_problem():
+    good = ["model=mlp,transformer", "trainer.max_epochs=3", "+db_password=x", "hydra/launcher=joblib", "debug=fast"]
+    assert override_problems(good, CONF_DIR) == []
+
+
+def test_every_problem_of_a_command_is_reported_at_once_and_nothing_runs(mlruns):
+    result = run_train(["trainer.max_epoch=2", "model=mpl", "optimizer=adamz"], mlruns, check=False)
+    assert result.returncode == 2
+    for name in ("trainer.max_epoch", "model=mpl", "optimizer=adamz"):
+        assert name in result.stderr
+    result = run_train(
+        ["optimizer.lr=0", "model.dropout=1.5", "trainer.precision=15", "data._target_=os.system", "loss=mse",
+         "data=diabetes", "model=transformer", "model.num_heads=5"], mlruns, check=False,
+    )
+    assert result.returncode == 2 and "5 problem(s)" in result.stderr
+    for name in ("optimizer.lr=0", "model.dropout=1.5", "trainer.precision=15", "os.system", "model.num_heads=5"):
+        assert name in result.stderr
+    assert not (mlruns / "mlflow.db").exists()
+
+
+def test_every_activation_the_catalogue_names_is_a_layer_the_models_build():
+    from src.models.inputs import activation_layer
+
+    assert all(isinstance(activation_layer(name), torch.nn.Module) for name in ACTIVATIONS)
