@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
 from src import PROJECT_ROOT
-from src.catalog import DATA, MODELS
+from src.catalog import DATA, LOSSES, MODELS
 from src.data.table import RawTable
 from tests.conftest import config_options
 
@@ -240,6 +240,29 @@ def test_every_experiment_runs_as_typed(command, runner):
     check_output(runner.result(name))
     run = single_run(runner, name)
     check_finished_run(runner, run, run.data.tags["triad.task"])
+
+
+def option_command(group: str, option: str) -> tuple:
+    """One loss, optimizer or scheduler option on the default model, every default on;
+    a loss that takes no classes on the regression data set."""
+    data = [] if group != "loss" or "multiclass" in LOSSES[option] else ["data=diabetes"]
+    if option == "lbfgs":  # refused on mini-batches, saying to type this
+        data = ["data.batch_size=full"]
+    return (f"{group}-{option}", "src.train", shrunk([f"{group}={option}", *data]), True)
+
+
+OPTIONS = [(group, option) for group in ("loss", "optimizer", "scheduler") for option in config_options(group)
+           if option != "elbo"]  # the VAE's loss: experiment=vae_digits runs it
+
+
+@pytest.mark.parametrize("command", [option_command(g, o) for g, o in OPTIONS], ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_loss_optimizer_and_scheduler_option_runs_as_typed(command, runner):
+    name, *_ = command
+    check_output(runner.result(name))
+    run = single_run(runner, name)
+    check_finished_run(runner, run, run.data.tags["triad.task"])
+    group, option = name.split("-", 1)
+    assert run.data.params[group] == option
 
 
 # ------------------------------------------------------------------ every command the README prints
