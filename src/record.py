@@ -18,6 +18,7 @@ from typing import IO
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from src import redact, store
@@ -175,9 +176,15 @@ class Record(NullRecord):
                 warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
                 dataset = mlflow.data.from_numpy(x.cpu().numpy(), source=source, targets=y.cpu().numpy(), name=name)
             inputs.append(DatasetInput(dataset_entity(dataset), tags=[InputTag("mlflow.data.context", split)]))
-        # Parallel jobs logging one data set race in MLflow's check-then-insert (UNIQUE constraint).
+        # Parallel jobs logging one data set race in MLflow's check-then-insert (UNIQUE constraint):
+        # a lock for a SQLite store; on a server, the job that lost logs again and finds the data set.
         with store_lock(self.client.tracking_uri):
-            self.client.log_inputs(self.id, datasets=inputs)
+            try:
+                self.client.log_inputs(self.id, datasets=inputs)
+            except MlflowException as error:
+                if not store.lost_a_race(error):
+                    raise
+                self.client.log_inputs(self.id, datasets=inputs)
 
     def log_metrics(self, metrics: dict, step: int) -> None:
         self.client.log_batch(self.id, metrics=[Metric(k, float(v), 0, step) for k, v in metrics.items()])

@@ -70,6 +70,8 @@ EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_develop
 def experiment_id(client: "MlflowClient", name: str, artifact_location: str | None) -> str:
     """The id of the named experiment, created (with its artifact root and its kind) if
     missing; an existing one without a kind is given it."""
+    from mlflow.exceptions import MlflowException
+
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         if EXPERIMENT_KIND not in experiment.tags:
@@ -81,8 +83,13 @@ def experiment_id(client: "MlflowClient", name: str, artifact_location: str | No
         experiment = client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        return client.create_experiment(name, artifact_location=artifact_location,
-                                        tags={EXPERIMENT_KIND: MODEL_TRAINING})
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location,
+                                            tags={EXPERIMENT_KIND: MODEL_TRAINING})
+        except MlflowException as error:  # on a server (no lock): another job created it first
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return client.get_experiment_by_name(name).experiment_id
 
 
 LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store by default
@@ -147,6 +154,14 @@ def server_unreachable(tracking_uri: str, timeout: float = 5.0) -> str | None:
     except (urllib.error.URLError, OSError) as error:
         return str(getattr(error, "reason", error))
     return None
+
+
+def lost_a_race(error: BaseException) -> bool:
+    """Whether a write failed because another job inserted the same row first: MLflow's store
+    checks for a data set, then inserts it, and a server runs jobs' requests side by side
+    (PostgreSQL, MySQL, SQLite wordings). The same write again finds the row and reuses it."""
+    return any(word in str(error) for word in ("UniqueViolation", "duplicate key value", "UNIQUE constraint failed",
+                                                 "Duplicate entry"))
 
 
 def lost_connection(error: BaseException) -> str | None:

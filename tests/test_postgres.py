@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -234,3 +235,34 @@ def test_a_server_killed_mid_sweep_leaves_no_run_running_and_a_rerun_completes(m
     assert {(r.data.params["model"], r.data.params["seed"]) for r in jobs} == CONFIGS
     reused = {(r.data.params["model"], r.data.params["seed"]) for r in jobs if "triad.reused_from" in r.data.tags}
     assert reused == trained
+
+
+
+def test_jobs_that_log_one_data_set_at_once_all_record_it(mlflow_server):
+    """Parallel jobs give their runs the same data set at the same moment: MLflow's server
+    checks for it, then inserts it, so all but one insert hit PostgreSQL's UNIQUE constraint
+    (a job failed this way in CI). Each run gets its inputs all the same."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from src.data.bundled import BundledDataModule
+    from src.record import Record
+
+    client = MlflowClient(mlflow_server.uri)
+    experiment = client.create_experiment("race")
+    datamodule = BundledDataModule(name="iris")
+    datamodule.setup()
+    jobs = 6
+
+    def log_at_once(record: Record, name: str, start: threading.Barrier) -> None:
+        start.wait()
+        record.log_data(name, datamodule)
+
+    for round_ in range(4):  # a fresh data set each round (its name is part of its key)
+        records = [Record(client, client.create_run(experiment).info.run_id, "") for _ in range(jobs)]
+        start = threading.Barrier(jobs)
+        with ThreadPoolExecutor(jobs) as pool:
+            for done in [pool.submit(log_at_once, r, f"iris-{round_}", start) for r in records]:
+                done.result()  # raises a job's error
+        for record in records:
+            inputs = client.get_run(record.id).inputs.dataset_inputs
+            assert sorted(i.dataset.name for i in inputs) == [f"iris-{round_}"] * 3
