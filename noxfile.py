@@ -24,7 +24,8 @@ def install_project(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The whole suite, slow tests included (plain `pytest` runs the fast ones)."""
     install_project(session)
-    session.run("pytest", "-m", "slow or not slow", *session.posargs)
+    # --durations: CI's output names the slowest tests, to keep the run well inside its hour
+    session.run("pytest", "-m", "slow or not slow", "--durations=40", *session.posargs)
 
 
 @nox.session
