@@ -9,6 +9,7 @@ other than rank 0, the record is a NullRecord, which records nothing.
 """
 
 import os
+import sys
 import time
 import traceback
 import urllib.parse
@@ -120,6 +121,8 @@ class Record(NullRecord):
         stopped = pruned is not None or isinstance(error, KeyboardInterrupt | SystemExit)
         status = "FINISHED" if error is None else "KILLED" if stopped else "FAILED"
         try:
+            if not self._server_back(error, status):
+                return False
             with uninterruptible():
                 if pruned is not None:
                     self.client.set_tag(self.id, PRUNED, str(pruned))
@@ -133,6 +136,26 @@ class Record(NullRecord):
         elif status == "KILLED":
             print(f"Run {self.id} KILLED. To resume it, run the same command with ckpt_path=last.")
         return False
+
+    def _server_back(self, error: BaseException | None, status: str) -> bool:
+        """Whether the run can be ended. One that lost its tracking server waits for it (up to
+        store.SERVER_WAIT_S; Ctrl-C stops waiting) to be ended there, not left RUNNING. A
+        sweep's job does not wait: its sweep ends the runs its jobs could not."""
+        uri = self.client.tracking_uri
+        if error is None or os.environ.get(SWEEP_PARENT_ENV) or not (reason := store.lost_connection(error, uri)):
+            return True
+        if store.server_unreachable(uri) is None:  # back already
+            return True
+        print(f"The tracking server {uri} did not answer ({reason}): waiting up to {store.SERVER_WAIT_S // 60} min "
+              f"for it, to end run {self.id} {status} there (Ctrl-C stops waiting).", file=sys.stderr)
+        try:
+            still = store.wait_for_server(uri, store.SERVER_WAIT_S)
+        except KeyboardInterrupt:
+            still = "Ctrl-C"
+        if still:
+            print(f"Run {self.id} stays RUNNING in {uri} ({still}). Its checkpoints are in {self.checkpoint_dir}: "
+                  "once the server is back, the same command with ckpt_path=last resumes it.", file=sys.stderr)
+        return still is None
 
     def _end(self, status: str, error: BaseException | None) -> None:
         saved_to = None

@@ -164,19 +164,29 @@ def lost_a_race(error: BaseException) -> bool:
                                                  "Duplicate entry"))
 
 
-def lost_connection(error: BaseException) -> str | None:
-    """Why a request to a tracking server failed, if `error` (or what it was raised while
-    handling: MLflow wraps requests' errors) is a lost or refused connection; else None."""
+def lost_connection(error: BaseException, tracking_uri: str) -> str | None:
+    """Why a request to this tracking server failed, if `error` (or what it was raised while
+    handling: MLflow wraps requests' errors) is a lost or refused connection to it; else None."""
     import requests
 
     seen = error
     while seen is not None and not isinstance(seen, requests.exceptions.ConnectionError):
         seen = seen.__cause__ or seen.__context__
-    if seen is None:
+    url = getattr(getattr(seen, "request", None), "url", None) or ""
+    if seen is None or not url.startswith(tracking_uri.rstrip("/")):  # another site (a data set's hub)
         return None
-    # a refused connection's message ends with the socket's: "... [Errno 111] Connection refused'))"
-    errno = re.search(r"\[Errno \d+\] [^'\")]+", str(seen))
-    return errno.group(0) if errno else str(seen)  # ('Connection aborted.', ConnectionResetError(104, ...))
+    # The socket's reason, as the message ends with it: "... [Errno 111] Connection refused'))" or
+    # "... ('Connection aborted.', ConnectionResetError(104, 'Connection reset by peer')))".
+    if errno := re.search(r"\[Errno \d+\] [^'\")]+", str(seen)):
+        return errno.group(0)
+    if errno := re.search(r"Error\((\d+), '([^']+)'\)", str(seen)):
+        return f"[Errno {errno.group(1)}] {errno.group(2)}"
+    return str(seen)
+
+
+# How long a run's or a sweep's end waits for a tracking server that stopped answering, to
+# end its runs there (MLflow's client gives up on a request after a few minutes of retries).
+SERVER_WAIT_S = 600
 
 
 def wait_for_server(tracking_uri: str, limit_s: float) -> str | None:

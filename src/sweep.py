@@ -29,9 +29,6 @@ from omegaconf import DictConfig, OmegaConf
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Sweepers that run every seed the command names (triad: the basic grid, plus seeds_together and until_decided).
 GRID_SWEEPERS = ("basic", "triad")
-# How long a sweep's end waits for a tracking server that stopped answering (MLflow's
-# client gives up on a request after a few minutes of retries).
-SERVER_WAIT_S = 600
 
 
 class SweepCallback(Callback):
@@ -142,15 +139,15 @@ class SweepCallback(Callback):
         """End the parent (once), with the comparison report of the jobs that finished.
         Ending early, the processes the launcher started are stopped first, and the runs
         they left RUNNING end as the sweep does. A tracking server that does not answer is
-        waited for (SERVER_WAIT_S); a store that cannot take it is said in one line."""
+        waited for (store.SERVER_WAIT_S); a store that cannot take it is said in one line."""
         from src import store
 
         # A tracking server that went away: the runs can be ended there only, once it is back.
         if not self.stopped and (reason := store.server_unreachable(self.tracking_uri)):
             print(f"The tracking server {self.tracking_uri} does not answer ({reason}): waiting up to "
-                  f"{SERVER_WAIT_S // 60} min for it, to end sweep parent run {self.parent_id} and the runs "
+                  f"{store.SERVER_WAIT_S // 60} min for it, to end sweep parent run {self.parent_id} and the runs "
                   "its jobs could not end.", file=sys.stderr)
-            store.wait_for_server(self.tracking_uri, SERVER_WAIT_S)
+            store.wait_for_server(self.tracking_uri, store.SERVER_WAIT_S)
         try:
             self._end_runs(status)
         except Exception as error:  # the store still cannot take it: one line, not a traceback at exit

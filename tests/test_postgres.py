@@ -172,8 +172,9 @@ def test_a_parallel_sweep_records_everything_through_postgres(mlflow_server, mlr
 GIVE_UP_AT_ONCE = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
-def start_sweep(args: list[str], mlruns: Path, output: Path) -> subprocess.Popen:
-    """`python -m src.train <args>` in the background, as run_train does, its output into a file."""
+def start_train(args: list[str], mlruns: Path, output: Path) -> subprocess.Popen:
+    """`python -m src.train <args>` in the background, as run_train does, its output into a
+    file; MLflow's client gives up on a request at once."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update({"PYTHONUNBUFFERED": "1", **GIVE_UP_AT_ONCE})
     with output.open("w") as out:
@@ -191,7 +192,7 @@ def runs_so_far(uri: str) -> list:
 def test_a_server_killed_mid_sweep_leaves_no_run_running_and_a_rerun_completes(mlflow_server, mlruns, tmp_path):
     args = [*SWEEP, "trainer.max_epochs=30", f"logger.tracking_uri={mlflow_server.uri}"]
     output = tmp_path / "sweep.txt"
-    sweep = start_sweep(args, mlruns, output)
+    sweep = start_train(args, mlruns, output)
     try:
         deadline = time.monotonic() + 300
         # killed once a job has finished: the others are mid-way or not started
@@ -236,6 +237,39 @@ def test_a_server_killed_mid_sweep_leaves_no_run_running_and_a_rerun_completes(m
     reused = {(r.data.params["model"], r.data.params["seed"]) for r in jobs if "triad.reused_from" in r.data.tags}
     assert reused == trained
 
+
+
+
+def test_a_run_that_lost_its_server_waits_for_it_and_ends_there(mlflow_server, mlruns, tmp_path):
+    """A single run (not a sweep) whose server went away waits for it, then ends its run
+    there FAILED with the traceback, not left RUNNING; one line says what happened."""
+    uri = mlflow_server.uri
+    output = tmp_path / "train.txt"
+    training = start_train(["model=mlp", "trainer.max_epochs=200", f"logger.tracking_uri={uri}"], mlruns, output)
+    try:
+        deadline = time.monotonic() + 300
+        while not (runs := runs_so_far(uri)) or "val/acc" not in runs[0].data.metrics:  # mid-training
+            assert training.poll() is None and time.monotonic() < deadline, output.read_text()[-5000:]
+            time.sleep(0.5)
+        mlflow_server.kill()
+        while "waiting up to 10 min for it, to end run" not in output.read_text():
+            assert training.poll() is None and time.monotonic() < deadline, output.read_text()[-5000:]
+            time.sleep(0.5)
+        mlflow_server.start()
+        training.wait(timeout=300)
+    finally:
+        if training.poll() is None:
+            training.kill()
+    text = output.read_text()
+    print(text[-5000:])  # shown by pytest when an assertion below fails
+    assert training.returncode == 1
+    (run,) = runs_in(uri)[1]
+    assert run.info.status == "FAILED"
+    # refused, or reset when it was killed mid-request
+    assert re.search(rf"^The tracking server {uri} did not answer \(\[Errno \d+\] Connection \w+( by peer)?\) "
+                     rf"\(run {run.info.run_id} FAILED; its traceback is in mlflow-artifacts:/", text, re.MULTILINE)
+    assert "Traceback" not in text
+    assert "error.txt" in artifact_paths(MlflowClient(uri), run.info.run_id)
 
 
 def test_jobs_that_log_one_data_set_at_once_all_record_it(mlflow_server):

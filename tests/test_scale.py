@@ -81,8 +81,9 @@ def test_a_job_that_lost_its_server_is_told_from_the_error_even_once_the_server_
     uri = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(Exception) as raised:  # MLflow wraps requests' ConnectionError
         MlflowClient(uri).get_run("0" * 32)
-    assert lost_connection(raised.value) == "[Errno 111] Connection refused"
-    assert lost_connection(ValueError("a job's own error")) is None
+    assert lost_connection(raised.value, uri) == "[Errno 111] Connection refused"
+    assert lost_connection(raised.value, "http://127.0.0.1:1") is None  # another server's
+    assert lost_connection(ValueError("a job's own error"), uri) is None
 
 
 def test_only_global_rank_zero_creates_a_run(monkeypatch):
