@@ -19,7 +19,7 @@ import traceback
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from src import record, store
+from src import record, stats, store
 from src.locks import store_lock
 
 ALIAS = "champion"
@@ -43,13 +43,12 @@ def winner(result: dict) -> tuple[str | None, str]:
     # A sweep that added seeds until decided is judged by its sequential test, whose
     # false-verdict rate holds under that stopping (src/sequential.py); others by the bootstrap.
     pairs = result["sequential"]["pairs"] if result.get("sequential") else result["pairs"]
-    said = lambda pairs: "; ".join(f"{p['a']} vs {p['b']}: {p['verdict']}" for p in pairs)  # noqa: E731
     for choice in choices:
         against = [p for p in pairs if choice in (p["a"], p["b"])]
         if all(p["verdict"] == f"{choice} better" for p in against):
-            return choice, said(against)
+            return choice, stats.in_words(against)
     undecided = [p for p in pairs if not p["verdict"].endswith(" better")]
-    return None, f"no choice beats every other: {said(undecided or pairs)}"
+    return None, f"no choice beats every other: {stats.in_words(undecided or pairs)}"
 
 
 def best_run(result: dict, choice: str) -> tuple:
@@ -65,8 +64,10 @@ def outcome(client: MlflowClient, result: dict, parent, ended: str | None) -> di
     """The Champion section of the report on a sweep's objective (None for another
     metric or runs without a sweep): at the sweep's end (`ended`, its status) the
     champion is registered if there is one; later (None) what the end decided is read back."""
+    from src.compare import objective  # compare imports this module
+
     runs = [run for members in result["chosen"].values() for run in members]
-    if parent is None or not runs or result["metric"] != runs[0].data.tags.get(record.OBJECTIVE):
+    if parent is None or not runs or result["metric"] != objective(runs):
         return None
     if ended is None:
         line = parent.data.tags.get(TAG)

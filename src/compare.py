@@ -303,7 +303,7 @@ def report(client: MlflowClient, runs: list, out_dir: Path, parent=None, metric=
         folder = report_folder(result["metric"], runs)
         client.log_artifacts(parent.info.run_id, str(out_dir), folder)
         # The verdicts at a glance in the UI's run list, the numbers in the report.
-        verdicts = "; ".join(f"{p['a']} vs {p['b']}: {p['verdict']}" for p in result["pairs"]) or "one choice"
+        verdicts = stats.in_words(result["pairs"]) or "one choice"
         client.set_tag(parent.info.run_id, f"{record.VERDICTS}{folder.removeprefix('report')}", verdicts[:5000])
         if result["sequential"]:
             client.set_tag(parent.info.run_id, f"{record.SEQUENTIAL_VERDICTS}{folder.removeprefix('report')}",
@@ -317,11 +317,15 @@ def report(client: MlflowClient, runs: list, out_dir: Path, parent=None, metric=
     return result
 
 
+def objective(runs: list) -> str | None:
+    """The metric the runs' sweep optimised (tag triad.objective), if they name one."""
+    return next((r.data.tags[record.OBJECTIVE] for r in runs if record.OBJECTIVE in r.data.tags), None)
+
+
 def report_folder(metric: str | None, runs: list) -> str:
     """`report` for the runs' objective; another metric's report goes beside it, never
     over it (`report-test_acc`), in the sweep's folder and on its parent run alike."""
-    objective = next((r.data.tags[record.OBJECTIVE] for r in runs if record.OBJECTIVE in r.data.tags), None)
-    return "report" if metric in (None, objective) else "report-" + metric.replace("/", "_")
+    return "report" if metric in (None, objective(runs)) else "report-" + metric.replace("/", "_")
 
 
 def main(argv: list[str] | None = None) -> None:

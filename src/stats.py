@@ -68,6 +68,11 @@ def verdict(low: float, high: float, name_a: str, name_b: str) -> str:
     return "no evidence"
 
 
+def in_words(pairs: list[dict]) -> str:
+    """Pairs' verdicts on one line (the parent run's tag): "adam vs sgd: adam better; ..."."""
+    return "; ".join(f"{p['a']} vs {p['b']}: {p['verdict']}" for p in pairs)
+
+
 def expected_max(values, n: int) -> float:
     """Expected best score of n trials drawn with replacement from these (Dodge et al.
     2019): sum_i v_(i) [(i/N)^n - ((i-1)/N)^n] over the sorted values v_(1..N)."""
