@@ -20,6 +20,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from src.internals import job_error
+from src.locks import uninterruptible
 from src.study import open_study
 from src.validate import ConfigError
 
@@ -105,8 +106,12 @@ def run(sweeper, arguments: list[str]) -> list:
           f"(hydra.sweeper.n_trials={sweeper.n_trials})")
     returns, errors, job_idx = [], [], 0
     while todo > 0:
-        trials = [study.ask(space) for _ in range(min(sweeper.n_jobs, todo))]
+        trials = []
         try:
+            # A Ctrl-C inside ask, once the trial is stored, would leave it RUNNING out of reach of
+            # the `finally`: it takes effect once every trial of the batch is asked for.
+            with uninterruptible():
+                trials = [study.ask(space) for _ in range(min(sweeper.n_jobs, todo))]
             batch = [[*fixed, *(f"{writers[k][0]}={writers[k][1](v)}" for k, v in t.params.items()),
                       *([f"hydra.sweeper.trial={t.number}"] if sweeper.storage else [])] for t in trials]
             sweeper.validate_batch_is_legal(batch)
@@ -115,8 +120,9 @@ def run(sweeper, arguments: list[str]) -> list:
                 if error := tell(study, trial, job):
                     errors.append(error)
         finally:  # Ctrl-C or an error: no trial of this process stays RUNNING
-            for trial in trials:
-                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            with uninterruptible():
+                for trial in trials:
+                    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         returns.append(results)
         job_idx, todo = job_idx + len(trials), todo - len(trials)
     write_results(study, sweep_dir)
