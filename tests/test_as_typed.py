@@ -2,8 +2,9 @@
 reads, every named experiment, and every command the README prints.
 
 Each command runs as a real `python -m src...` process with every default on
-(callbacks, logger, plots, the logged model), shrunk only to one epoch. The runs
-share one store, each in an experiment of its own, and two run at a time.
+(callbacks, logger, plots, the logged model), shrunk only to one epoch (the
+catalogue's runs also to 20 training batches). The runs share one store, each in an
+experiment of its own, and two run at a time.
 """
 
 import csv
@@ -39,10 +40,16 @@ MATRIX = [
 EXPERIMENTS = config_options("experiment")
 
 
-def shrunk(args: list[str]) -> list[str]:
-    """The command with one epoch (its own max_epochs replaced, or one added)."""
+def shrunk(args: list[str], batches: int | None = None) -> list[str]:
+    """The command with one epoch (its own max_epochs replaced, or one added), and at most
+    this many training batches (validation and test see their whole splits)."""
     kept = [a for a in args if not a.startswith("trainer.max_epochs=")]
-    return [*kept, "trainer.max_epochs=1"]
+    return [*kept, "trainer.max_epochs=1", *([f"++trainer.limit_train_batches={batches}"] if batches else [])]
+
+
+# The catalogue's runs (every model x data set, option, experiment) train this many batches:
+# what they check is the chain around training (record, plots, logged model), not learning.
+CATALOGUE_BATCHES = 20
 
 
 # ------------------------------------------------------------------ the runner
@@ -220,7 +227,7 @@ def single_run(runner: Runner, name: str):
 
 
 def matrix_command(model: str, data: str) -> tuple:
-    return (f"{model}-{data}", "src.train", shrunk([f"model={model}", f"data={data}"]), True)
+    return (f"{model}-{data}", "src.train", shrunk([f"model={model}", f"data={data}"], CATALOGUE_BATCHES), True)
 
 
 @pytest.mark.parametrize("command", [matrix_command(m, d) for m, d in MATRIX], ids=[f"{m}-{d}" for m, d in MATRIX])
@@ -234,7 +241,7 @@ def test_every_model_trains_on_every_bundled_data_set_it_reads(command, runner):
     assert run.data.params["loss"]  # picked by the task when the command names none
 
 
-@pytest.mark.parametrize("command", [(f"experiment-{e}", "src.train", shrunk([f"experiment={e}"]), True)
+@pytest.mark.parametrize("command", [(f"experiment-{e}", "src.train", shrunk([f"experiment={e}"], CATALOGUE_BATCHES), True)
                                      for e in EXPERIMENTS], ids=EXPERIMENTS)
 def test_every_experiment_runs_as_typed(command, runner):
     name, *_ = command
@@ -249,7 +256,7 @@ def option_command(group: str, option: str) -> tuple:
     data = [] if group != "loss" or "multiclass" in LOSSES[option] else ["data=diabetes"]
     if option == "lbfgs":  # refused on mini-batches, saying to type this
         data = ["data.batch_size=full"]
-    return (f"{group}-{option}", "src.train", shrunk([f"{group}={option}", *data]), True)
+    return (f"{group}-{option}", "src.train", shrunk([f"{group}={option}", *data], CATALOGUE_BATCHES), True)
 
 
 OPTIONS = [(group, option) for group in ("loss", "optimizer", "scheduler") for option in config_options(group)
