@@ -175,13 +175,16 @@ def lost_connection(error: BaseException, tracking_uri: str) -> str | None:
     url = getattr(getattr(seen, "request", None), "url", None) or ""
     if seen is None or not url.startswith(tracking_uri.rstrip("/")):  # another site (a data set's hub)
         return None
-    # The socket's reason, as the message ends with it: "... [Errno 111] Connection refused'))" or
-    # "... ('Connection aborted.', ConnectionResetError(104, 'Connection reset by peer')))".
-    if errno := re.search(r"\[Errno \d+\] [^'\")]+", str(seen)):
+    # The socket's reason, as the message ends with it: "... [Errno 111] Connection refused'))", or
+    # for a connection cut mid-request "('Connection aborted.', ConnectionResetError(104, 'Connection
+    # reset by peer'))" or "('Connection aborted.', RemoteDisconnected('Remote end closed connection ...'))".
+    text = str(seen)
+    if errno := re.search(r"\[Errno \d+\] [^'\")]+", text):
         return errno.group(0)
-    if errno := re.search(r"Error\((\d+), '([^']+)'\)", str(seen)):
-        return f"[Errno {errno.group(1)}] {errno.group(2)}"
-    return str(seen)
+    if aborted := re.search(r"'Connection aborted\.', \w+\((?:(\d+), )?'([^']+)'\)", text):
+        number, words = aborted.groups()
+        return f"[Errno {number}] {words}" if number else words
+    return text
 
 
 # How long a run's or a sweep's end waits for a tracking server that stopped answering, to

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -84,6 +85,18 @@ def test_a_job_that_lost_its_server_is_told_from_the_error_even_once_the_server_
     assert lost_connection(raised.value, uri) == "[Errno 111] Connection refused"
     assert lost_connection(raised.value, "http://127.0.0.1:1") is None  # another server's
     assert lost_connection(ValueError("a job's own error"), uri) is None
+    # A server killed mid-request: it read the request and closed the connection without an answer.
+    def read_and_close(listening: socket.socket) -> None:
+        connection = listening.accept()[0]
+        connection.recv(65536)
+        connection.close()
+
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        closing = f"http://127.0.0.1:{listening.getsockname()[1]}"
+        threading.Thread(target=read_and_close, args=(listening,), daemon=True).start()
+        with pytest.raises(Exception) as raised:
+            MlflowClient(closing).get_run("0" * 32)
+    assert lost_connection(raised.value, closing) == "Remote end closed connection without response"
 
 
 def test_only_global_rank_zero_creates_a_run(monkeypatch):
