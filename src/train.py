@@ -132,26 +132,23 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as error:
         from src.record import where_recorded
         from src.recovery import Diverged  # imported by train() if it raised one
-        from src.store import lost_connection
 
         # A run that failed keeps the traceback in its error.txt: one line here says what
         # happened and where that file is. Without a run that recorded it (an error before
         # the run, or a store that could not take it) the traceback is printed, its only record.
         recorded = where_recorded(error)
         message = str(error) if isinstance(error, Diverged) else f"{type(error).__name__}: {first_line(error)}"
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            gone = server_gone(cfg, error)
+        in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+        gone = server_gone(cfg, error, ask_server=in_sweep)
+        if in_sweep:
             print_job_failed(f"{gone}; the sweep ends this job's run once it is back. Run the same command again "
                              "to train the jobs that failed." if gone else message, recorded)
             raise  # the sweep records this job as failed and goes on
-        uri = OmegaConf.select(cfg, "logger.tracking_uri", default=None)
-        if uri and (reason := lost_connection(error, uri)):  # the run said whether it could be ended there
-            print(f"The tracking server {uri} did not answer ({reason})"
-                  + (f" ({recorded})" if recorded else ""), file=sys.stderr)
-            sys.exit(1)
-        if recorded is None:
+        if gone:  # the run said whether it could be ended there
+            message = f"{gone[:1].upper()}{gone[1:]}"
+        elif recorded is None:
             raise
-        print(f"{message} ({recorded})", file=sys.stderr)
+        print(message + (f" ({recorded})" if recorded else ""), file=sys.stderr)
         sys.exit(1)
 
 
@@ -166,15 +163,16 @@ def print_job_failed(why: str, recorded: str | None = None) -> None:
           file=sys.stderr)
 
 
-def server_gone(cfg: DictConfig, error: Exception) -> str | None:
-    """Why a sweep's job could not record, if it lost its tracking server: the error says so,
-    or the server no longer answers (it may be back by now: a restart takes seconds)."""
+def server_gone(cfg: DictConfig, error: Exception, ask_server: bool) -> str | None:
+    """Why the run could not record, if it lost its tracking server: the error says so, or
+    (ask_server: a sweep's job, which may have failed on it in another way) the server no
+    longer answers. It may be back by now: a restart takes seconds."""
     from src import store
 
     uri = OmegaConf.select(cfg, "logger.tracking_uri", default=None) or ""
     if not uri.startswith(("http://", "https://")):
         return None
-    if reason := store.server_unreachable(uri) or store.lost_connection(error, uri):
+    if reason := (ask_server and store.server_unreachable(uri)) or store.lost_connection(error, uri):
         return f"the tracking server {uri} did not answer ({reason})"
     return None
 

@@ -223,6 +223,14 @@ def single_run(runner: Runner, name: str):
     return runs[0]
 
 
+def finished_single_run(runner: Runner, name: str):
+    """The command's one run, its output and its record checked."""
+    check_output(runner.result(name))
+    run = single_run(runner, name)
+    check_finished_run(runner, run, run.data.tags["triad.task"])
+    return run
+
+
 # ------------------------------------------------------------------ every model x data, every experiment
 
 
@@ -233,9 +241,7 @@ def matrix_command(model: str, data: str) -> tuple:
 @pytest.mark.parametrize("command", [matrix_command(m, d) for m, d in MATRIX], ids=[f"{m}-{d}" for m, d in MATRIX])
 def test_every_model_trains_on_every_bundled_data_set_it_reads(command, runner):
     name, *_ = command
-    check_output(runner.result(name))
-    run = single_run(runner, name)
-    check_finished_run(runner, run, run.data.tags["triad.task"])
+    run = finished_single_run(runner, name)
     model, data = name.split("-", 1)
     assert run.data.params["model"] == model and run.data.params["data"] == data
     assert run.data.params["loss"]  # picked by the task when the command names none
@@ -245,9 +251,7 @@ def test_every_model_trains_on_every_bundled_data_set_it_reads(command, runner):
                                      for e in EXPERIMENTS], ids=EXPERIMENTS)
 def test_every_experiment_runs_as_typed(command, runner):
     name, *_ = command
-    check_output(runner.result(name))
-    run = single_run(runner, name)
-    check_finished_run(runner, run, run.data.tags["triad.task"])
+    finished_single_run(runner, name)
 
 
 def option_command(group: str, option: str) -> tuple:
@@ -266,9 +270,7 @@ OPTIONS = [(group, option) for group in ("loss", "optimizer", "scheduler") for o
 @pytest.mark.parametrize("command", [option_command(g, o) for g, o in OPTIONS], ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_loss_optimizer_and_scheduler_option_runs_as_typed(command, runner):
     name, *_ = command
-    check_output(runner.result(name))
-    run = single_run(runner, name)
-    check_finished_run(runner, run, run.data.tags["triad.task"])
+    run = finished_single_run(runner, name)
     group, option = name.split("-", 1)
     assert run.data.params[group] == option
 
