@@ -44,6 +44,14 @@ def log_step_metrics_now(trainer: "pl.Trainer") -> None:
 # (CallbackConnector._reorder_callbacks), so a callback's on_train_batch_end runs
 # before the step's checkpoint is saved: src/recovery.py relies on that.
 
+# src/recovery.py's BestCheckpoint gives ties in the objective to the lower val/loss
+# by overriding ModelCheckpoint.check_monitor_top_k, a public method whose part in
+# saving is undocumented: ModelCheckpoint._save_monitor_checkpoint saves whenever it
+# says True, through _update_best_and_save, which with save_top_k=1 overwrites the
+# one best file and takes the (tied, equal) value as best_model_score. Its state_key
+# is ModelCheckpoint's (Callback._generate_state_key puts the class name in it), so
+# checkpoints saved before it resume with their best score.
+
 # A data module's loader may be any iterable: Lightning calls `set_epoch` on its
 # `sampler` (or on `batch_sampler.sampler`) before each epoch, and keeps its
 # `state_dict()` in checkpoints, restoring it with `load_state_dict` before the

@@ -9,6 +9,7 @@ sends them to member k's run as <name>.
 """
 
 import copy
+import math
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -21,6 +22,7 @@ from torchmetrics import MetricCollection
 
 from src.internals import logs_this_step
 from src.module import optimizer_and_schedule, predictions, task_metrics
+from src.recovery import val_loss
 
 # Where a member's metrics go on their way to its run: member<k>/val/acc is val/acc of member k.
 PREFIX = "member"
@@ -203,11 +205,13 @@ class MemberLoggers(Logger):
 
 class BestMembers(Callback):
     """Each member's best checkpoint by the objective, checked after each validation
-    (after each epoch without one) and saved as its run alone would save it."""
+    (after each epoch without one) and saved as its run alone would save it: a tie
+    goes to its lower val/loss, then to the later epoch (src/recovery.py's BestCheckpoint)."""
 
     def __init__(self, paths: list[Path], objective: str, mode: str):
         self.paths, self.objective, self.mode = paths, objective, mode
         self.best: list[float | None] = [None] * len(paths)
+        self.best_val_loss = [math.inf] * len(paths)  # of the weights in each member's best checkpoint
 
     def on_validation_end(self, trainer: pl.Trainer, members: Members) -> None:
         if not trainer.sanity_checking:
@@ -223,8 +227,10 @@ class BestMembers(Callback):
             if value is None or not torch.isfinite(value):
                 continue
             value, best = float(value), self.best[k]
-            if best is None or (value > best if self.mode == "max" else value < best):
-                self.best[k] = value
+            loss = val_loss(trainer, f"{PREFIX}{k}/val/loss")
+            tied = value == best and loss <= self.best_val_loss[k]
+            if best is None or tied or (value > best if self.mode == "max" else value < best):
+                self.best[k], self.best_val_loss[k] = value, loss
                 path.parent.mkdir(parents=True, exist_ok=True)
                 torch.save({"state_dict": members.member_state(k), "epoch": trainer.current_epoch,
                             "global_step": trainer.global_step, "pytorch-lightning_version": pl.__version__}, path)

@@ -4,6 +4,7 @@ twice, and a stop with a message when the loss stops being a number. (Ctrl-C and
 SIGTERM: src/signals.py.)
 """
 
+import math
 import os
 import random
 import re
@@ -183,6 +184,48 @@ class RandomState(Callback):
         random.setstate((version, tuple(internal), gauss_next))
 
 
+class BestCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint for one best checkpoint whose ties in the objective go to the
+    lower val/loss, and where that is equal too (or not logged), to the later
+    validation: ModelCheckpoint keeps the first, and a saturated objective (val/acc
+    1.0 on a small validation split) would keep a barely trained model. A tie leaves
+    the best score as it is, only the weights change."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.best_val_loss = math.inf  # the val/loss of the weights in the best checkpoint
+
+    def check_monitor_top_k(self, trainer: pl.Trainer, current: torch.Tensor | None = None) -> bool:
+        # Lightning saves the best checkpoint whenever this says True (src/internals.py).
+        better = super().check_monitor_top_k(trainer, current)
+        if not better and current is not None:
+            tied = float(current) == float(self.best_model_score)
+            # every process decides alike, as in ModelCheckpoint's own decision
+            better = trainer.strategy.reduce_boolean_decision(tied and val_loss(trainer) <= self.best_val_loss)
+        if better:
+            self.best_val_loss = val_loss(trainer)
+        return better
+
+    @property
+    def state_key(self) -> str:
+        # ModelCheckpoint's: a last.ckpt saved before this class resumes with its best
+        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "best_val_loss": self.best_val_loss}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self.best_val_loss = state_dict.get("best_val_loss", math.inf)
+
+
+def val_loss(trainer: pl.Trainer, name: str = "val/loss") -> float:
+    """The validation loss as ties read it: inf where it is not logged or not a number."""
+    value = trainer.callback_metrics.get(name)
+    value = math.inf if value is None else float(value)
+    return value if math.isfinite(value) else math.inf
+
+
 def best_score(checkpoint, best_path: str | None, fallback) -> float:
     """The objective's best value. ddp_spawn workers send back the best checkpoint's
     path but not its score (Lightning's TODO), so it is read from that file."""
@@ -196,7 +239,7 @@ def best_score(checkpoint, best_path: str | None, fallback) -> float:
     return float(fallback)
 
 
-def checkpoints(dirpath: str, objective: str, mode: str, every_n_steps: int) -> tuple[ModelCheckpoint, list]:
+def checkpoints(dirpath: str, objective: str, mode: str, every_n_steps: int) -> tuple[BestCheckpoint, list]:
     """The best checkpoint (by the objective, at each validation) and last.ckpt,
     saved every `every_n_steps` training steps and after each validation, with
     what resuming needs besides: the random state and the step's metrics recorded first.
@@ -207,7 +250,7 @@ def checkpoints(dirpath: str, objective: str, mode: str, every_n_steps: int) -> 
     # for a new run landing in an old one (a new run's folder is always new here).
     resolved = os.path.realpath(dirpath)  # as ModelCheckpoint names it
     warnings.filterwarnings("ignore", message=re.escape(f"Checkpoint directory {resolved} exists and is not empty."))
-    best = ModelCheckpoint(
+    best = BestCheckpoint(
         dirpath=dirpath, filename="best", monitor=objective, mode=mode, save_last=True, enable_version_counter=False
     )
     latest = ModelCheckpoint(

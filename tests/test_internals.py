@@ -123,3 +123,34 @@ def test_a_trial_is_reached_by_its_id_from_another_study_object(tmp_path):
     trial.report(0.5, 1)
     assert not trial.should_prune() and trial.number == asked.number
     assert optuna.load_study(study_name="s", storage=storage).trials[0].intermediate_values == {1: 0.5}
+
+
+class AlwaysBetter(ModelCheckpoint):
+    def check_monitor_top_k(self, trainer, current=None):
+        return True
+
+
+class ConstantScore(Tiny):
+    def validation_step(self, batch, batch_idx):
+        self.log("val/acc", 1.0)
+
+
+def test_model_checkpoint_saves_its_one_best_file_whenever_check_monitor_top_k_says_so(tmp_path):
+    # src/recovery.py's BestCheckpoint saves a tie in the objective so.
+    checkpoint = AlwaysBetter(dirpath=tmp_path, filename="best", monitor="val/acc", mode="max",
+                              enable_version_counter=False)
+    trainer = pl.Trainer(max_epochs=3, callbacks=[checkpoint], logger=False, num_sanity_val_steps=0,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    data = DataLoader(TensorDataset(torch.randn(4, 2)), batch_size=2)
+    trainer.fit(ConstantScore(), data, data)
+    assert torch.load(tmp_path / "best.ckpt", weights_only=True)["epoch"] == 2  # each tie saved, in place
+    assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["best.ckpt"]
+    assert float(checkpoint.best_model_score) == 1.0 and list(checkpoint.best_k_models) == [str(tmp_path / "best.ckpt")]
+
+
+def test_a_subclass_of_model_checkpoint_can_keep_its_state_key():
+    from src.recovery import BestCheckpoint
+
+    arguments = {"dirpath": "x", "filename": "best", "monitor": "val/acc", "mode": "max"}
+    assert BestCheckpoint(**arguments).state_key == ModelCheckpoint(**arguments).state_key
+    assert ModelCheckpoint(**arguments).state_key.startswith("ModelCheckpoint{")

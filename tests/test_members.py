@@ -17,8 +17,10 @@ from src.members import MemberLoggers, Members
 from src.models.mlp import MLP
 from src.module import ExperimentModule
 from src.seeds import why_not_vectorized
+from src.train import train
 from src.validate import seeds_problems
-from tests.conftest import run_train, store_uri
+from tests.conftest import compose_config, run_train, store_uri
+from tests.test_train import tie_broken_best_epoch
 
 # The networks the vectorized path serves, each on data it reads, for 51 steps (3 epochs
 # of 17 batches). Dropout off: a member draws its own masks, not its solo run's. (Beyond
@@ -232,3 +234,19 @@ def test_ctrl_c_during_a_vectorized_job_ends_every_member_killed(mlruns):
     assert process.returncode == 130, output[-2000:]
     runs = client.search_runs([experiment])
     assert sorted((int(r.data.params["seed"]), r.info.status) for r in runs) == [(0, "KILLED"), (1, "KILLED"), (2, "KILLED")]
+
+
+def test_each_member_breaks_ties_in_the_objective_by_its_own_val_loss(mlruns):
+    train(compose_config(["data=iris", "seeds=[0,1]", "trainer.max_epochs=8", "log_model=false", "callbacks=none"],
+                         mlruns))
+    client = MlflowClient(store_uri(mlruns))
+    runs = client.search_runs([client.get_experiment_by_name("triad").experiment_id])
+    assert sorted(int(r.data.params["seed"]) for r in runs) == [0, 1]
+    for run in runs:
+        assert run.data.tags["triad.side_by_side"] == "vectorized with seeds 0,1"
+        expected, tied = tie_broken_best_epoch(client, run.info.run_id)
+        assert len(tied) >= 2 and expected != tied[0], f"val/acc did not saturate early enough to test ties: {tied}"
+        saved = torch.load(client.download_artifacts(run.info.run_id, "checkpoints/best.ckpt", str(mlruns)),
+                           weights_only=True)
+        assert saved["epoch"] == expected, (run.data.params["seed"], saved["epoch"], tied)
+        assert run.data.metrics["val/acc_best"] == 1.0

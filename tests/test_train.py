@@ -5,9 +5,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
+import torch
 from mlflow import MlflowClient
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
-from src import PROJECT_ROOT
+from src import PROJECT_ROOT, recovery
 from src.catalog import DATA, LOSSES, MODELS
 from src.train import train
 from tests.conftest import compose_config, config_options, run_train, store_uri
@@ -158,3 +162,85 @@ def test_time_to_first_step_counts_from_each_sweep_jobs_own_start(mlruns):
     # The first job pays the imports (seconds); later ones in the same process do not,
     # and none counts the jobs before it.
     assert all(seconds < first for seconds in later), (first, later)
+
+
+# ---------------------------------------------------------------- the best checkpoint's ties
+
+
+def by_epoch(client: MlflowClient, run_id: str, key: str) -> dict[int, float]:
+    """Epoch -> the metric's value at that epoch's validation, from the run's MLflow history."""
+    epoch_at = {m.step: int(m.value) for m in client.get_metric_history(run_id, "epoch")}
+    return {epoch_at[m.step]: m.value for m in client.get_metric_history(run_id, key)}
+
+
+def tie_broken_best_epoch(client: MlflowClient, run_id: str) -> tuple[int, list[int]]:
+    """(the epoch best.ckpt should hold, the epochs tied at the top val/acc), from the run's
+    record: the tied epoch of lowest val/loss, the later of equal ones."""
+    accuracy, loss = by_epoch(client, run_id, "val/acc"), by_epoch(client, run_id, "val/loss")
+    tied = sorted(epoch for epoch, value in accuracy.items() if value == max(accuracy.values()))
+    return min(tied, key=lambda epoch: (loss[epoch], -epoch)), tied
+
+
+def test_a_saturated_objective_keeps_the_tied_epoch_of_lowest_val_loss(mlruns):
+    train(compose_config(["data=iris", "trainer.max_epochs=8", "log_model=false", "callbacks=none"], mlruns))
+    client, [run] = finished_runs(mlruns)
+    expected, tied = tie_broken_best_epoch(client, run.info.run_id)
+    assert len(tied) >= 2 and expected != tied[0], f"val/acc did not saturate early enough to test ties: {tied}"
+    saved = torch.load(client.download_artifacts(run.info.run_id, "checkpoints/best.ckpt", str(mlruns)),
+                       weights_only=True)
+    assert saved["epoch"] == expected, (saved["epoch"], tied)
+    assert run.data.metrics["val/acc_best"] == 1.0  # a tie leaves the best score as it was
+
+
+class Scripted(pl.LightningModule):
+    """A module whose validations score the given val/acc and val/loss, epoch by epoch
+    (val/loss unlogged where None), whatever it learns."""
+
+    def __init__(self, accuracy: list[float], loss: list[float | None]):
+        super().__init__()
+        self.layer, self.accuracy, self.val_loss = nn.Linear(2, 1), accuracy, loss
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).pow(2).mean()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/acc", self.accuracy[self.current_epoch])
+        if self.val_loss[self.current_epoch] is not None:
+            self.log("val/loss", self.val_loss[self.current_epoch])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def fit_scripted(folder: Path, module: Scripted, epochs: int, ckpt_path: str | None = None):
+    best, callbacks = recovery.checkpoints(str(folder), "val/acc", "max", every_n_steps=50)
+    trainer = pl.Trainer(max_epochs=epochs, callbacks=callbacks, logger=False, num_sanity_val_steps=0,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=folder)
+    data = DataLoader(TensorDataset(torch.randn(4, 2)), batch_size=2)
+    trainer.fit(module, data, data, ckpt_path=ckpt_path, weights_only=True)
+    return best, torch.load(folder / "best.ckpt", weights_only=True)["epoch"]
+
+
+ACCURACY = [0.5, 1.0, 1.0, 1.0, 0.9, 1.0]
+
+
+@pytest.mark.parametrize(("loss", "expected"), [
+    ([0.9, 0.5, 0.3, 0.4, 0.1, 0.3], 5),  # 2 beats 1 and 3 (lower), 5 ties 2 (later); 4 scores less
+    ([None] * 6, 5),  # no val/loss: the later tie
+])
+def test_ties_in_the_objective_go_to_the_lower_val_loss_then_the_later_epoch(loss, expected, tmp_path):
+    best, epoch = fit_scripted(tmp_path, Scripted(ACCURACY, loss), epochs=6)
+    assert epoch == expected
+    assert float(best.best_model_score) == 1.0 and best.best_model_path == str(tmp_path / "best.ckpt")
+
+
+def test_a_resumed_run_breaks_ties_against_the_best_checkpoints_val_loss(tmp_path):
+    loss = [0.9, 0.5, 0.3, 0.4, 0.1, 0.3]
+    best, epoch = fit_scripted(tmp_path, Scripted(ACCURACY, loss), epochs=3)
+    assert epoch == 2 and best.best_val_loss == pytest.approx(0.3)
+    restored = recovery.BestCheckpoint(dirpath=tmp_path, monitor="val/acc", mode="max")
+    restored.load_state_dict(best.state_dict())
+    assert restored.best_val_loss == best.best_val_loss
+    # Epoch 3 ties with a higher val/loss than epoch 2's, which only the restored state knows.
+    resumed, epoch = fit_scripted(tmp_path, Scripted(ACCURACY, loss), epochs=5, ckpt_path=str(tmp_path / "last.ckpt"))
+    assert epoch == 2 and resumed.best_val_loss == pytest.approx(0.3) and float(resumed.best_model_score) == 1.0
