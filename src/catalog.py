@@ -160,6 +160,13 @@ RANGES = {
     "trainer.log_every_n_steps": (_in(1, None, integer=True), AT_LEAST_1),
     "checkpoint_every_n_steps": (_in(1, None, integer=True), AT_LEAST_1),
     "compile": (lambda v: isinstance(v, bool), "must be true or false."),
+    # how the report judges a sweep (src/stats.py, src/compare.py)
+    "compare.alpha": (_in(0, 1, low_open=True, high_open=True),
+                      "the false-verdict rate must be a number in (0, 1), e.g. 0.05."),
+    "compare.correction": (lambda v: v in ("holm", "none"), "use one of holm, none."),
+    "compare.min_difference": (_in(0, None, low_open=True),
+                               "must be a number > 0 in the objective's units (e.g. 0.01), or null."),
+    "compare.max_seeds": (_in(1, None, integer=True), AT_LEAST_1),
     # the schedules' arguments (conf/scheduler/, src/schedulers.py)
     "scheduler.step_size": (_in(1, None, integer=True), "must be an integer >= 1 (optimizer steps between decays)."),
     "scheduler.gamma": (_in(0, 1, low_open=True), "must be a number in (0, 1], e.g. 0.5."),

@@ -1,7 +1,9 @@
 """The sweep's winner in the MLflow Model Registry.
 
-A sweep that ends FINISHED with a decided best choice (its pairwise verdict is
-"<choice> better" against every other choice, on the sweep's objective) registers
+A sweep that ends FINISHED with a decided best choice (its verdict is "<choice>
+better" against every other choice on the sweep's objective, under Holm's correction
+across the sweep's pairs unless compare.correction=none, and no choice still improving
+at its last epoch) registers
 the logged model of that choice's best run as a new version of the registered model
 `<experiment name>-champion` and moves the alias `champion` to it:
 
@@ -40,15 +42,22 @@ def winner(result: dict) -> tuple[str | None, str]:
     choices = [row["choice"] for row in result["rows"]]
     if len(choices) < 2:
         return None, "one choice only: it beats nothing"
+    if rising := [row["choice"] for row in result["rows"] if row.get("improving")]:
+        return None, (f"{', '.join(rising)} still improving at the last epoch, so the verdicts compare undertrained "
+                      "models (train longer, then compare again)")
     # A sweep that added seeds until decided is judged by its sequential test, whose
-    # false-verdict rate holds under that stopping (src/sequential.py); others by the bootstrap.
-    pairs = result["sequential"]["pairs"] if result.get("sequential") else result["pairs"]
+    # false-verdict rate holds under that stopping (src/sequential.py; its design holds
+    # the family's correction); others by the permutation test, under Holm by default.
+    if result.get("sequential"):
+        pairs, key = result["sequential"]["pairs"], "verdict"
+    else:
+        pairs, key = result["pairs"], "family" if result.get("correction", "holm") == "holm" else "verdict"
     for choice in choices:
         against = [p for p in pairs if choice in (p["a"], p["b"])]
-        if all(p["verdict"] == f"{choice} better" for p in against):
-            return choice, stats.in_words(against)
-    undecided = [p for p in pairs if not p["verdict"].endswith(" better")]
-    return None, f"no choice beats every other: {stats.in_words(undecided or pairs)}"
+        if all(p[key] == f"{choice} better" for p in against):
+            return choice, stats.in_words(against, key)
+    undecided = [p for p in pairs if not p[key].endswith(" better")]
+    return None, f"no choice beats every other: {stats.in_words(undecided or pairs, key)}"
 
 
 def best_run(result: dict, choice: str) -> tuple:

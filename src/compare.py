@@ -7,13 +7,22 @@
 Runs are grouped by the choices that vary (or --by); each group's scores are the
 objective's best value per run (`<metric>_best`, else the metric's last value).
 Nuisance params (tuned per choice) are settled first: per choice, the setting with
-the best mean score is kept and only its runs are compared. Each trained run counts
-once (a sweep's re-used run stands for the run it points to). Below stats.MIN_RUNS
-runs a choice gets no interval and its pairs no verdict ("too few runs").
+the best mean score is kept (ties: the lower validation loss) and only its runs are
+compared. Each trained run counts once (a sweep's re-used run stands for the run it
+points to).
+
+A pair's verdict: "A better" when an exact two-sided permutation test of the difference
+in means rejects "A and B score alike" at --alpha (0.05) AND the effect is meaningful:
+P(A beats B) >= 0.75 (Bouthillier et al. 2021), or a difference of at least
+--min-difference where given. Each pair is judged alone (its false-verdict rate <= alpha)
+and within the sweep's family of pairs (Holm's correction: the chance of any false
+verdict in the report <= alpha); the champion needs the family's verdicts
+(--correction none: the pair's). Too few runs to ever reach alpha: "cannot decide",
+with the runs that could. Choices still improving at their last epoch, or saturated at
+the metric's ceiling, are flagged (WARNING), and the first blocks the champion.
 """
 
 import argparse
-import itertools
 import os
 import re
 import time
@@ -30,7 +39,15 @@ from src.validate import ConfigError
 
 # Params recorded on every run that follow from others (sizes), never compared on their own.
 DERIVED = ("seed", "seeds", "seeds_together", "model.num_params", "data.train_size", "compare.scientific",
-           "compare.nuisance", "compare.until_decided", "compare.max_seeds", "compare.alpha")
+           "compare.nuisance", "compare.until_decided", "compare.max_seeds", "compare.alpha", "compare.correction",
+           "compare.min_difference")
+CORRECTIONS = ("holm", "none")  # compare.correction: which verdicts the champion needs
+# Metrics with a ceiling a score can reach (1 for accuracy-like, 0 for an error): runs
+# at it cannot be told apart, whatever the choice.
+CEILINGS = {"max": (("acc", "accuracy", "f1", "auroc", "auc", "precision", "recall", "r2"), 1.0),
+            "min": (("mse", "mae", "rmse"), 0.0)}
+IMPROVING_WINDOW = 0.25  # the last quarter of a run's validations
+IMPROVING_SHARE = 0.05  # still improving: its best there beats the best before by > 5% of the run's climb
 
 
 def sweep_runs(client: MlflowClient, parent_id: str) -> list:
@@ -100,7 +117,10 @@ def pooled_differences(members: list, exclude: list[str]) -> list[str]:
         return (key not in DERIVED and key not in exclude and not key.startswith("data.inferred.")
                 and key.split(".")[0] not in NOT_TRAINING)
 
-    differing = [k for k in varied_params(members) if counts(k) and k.split(".")[0] not in exclude]
+    # Every differing key, its group's own keys included: runs pooled as one model can
+    # still differ in model.hidden_size or optimizer.lr.
+    keys = sorted(set().union(*(r.data.params for r in members)))
+    differing = [k for k in keys if counts(k) and len({r.data.params.get(k) for r in members}) > 1]
     return [f"{k} ({', '.join(sorted({str(r.data.params.get(k)) for r in members}))})" for k in differing]
 
 
@@ -165,9 +185,30 @@ def at_edge(value: float, low: float, high: float, continuous: bool, log: bool) 
     return value <= low + 0.1 * (high - low) or value >= high - 0.1 * (high - low)
 
 
+def at_ceiling(metric: str, mode: str) -> float | None:
+    """The best value the metric can take (1.0 for val/acc, 0.0 for val/mse), if it has one."""
+    names, value = CEILINGS[mode]
+    return value if metric.rsplit("/", 1)[-1] in names else None
+
+
+def settings_of(runs: list, nuisance: list[str], metric: str, sign: float):
+    """Per nuisance setting: (mean score, mean validation loss) of its runs, and the best
+    setting: the highest mean score, ties broken by the lower validation loss (a tie of
+    saturated accuracies says nothing), then by the setting's name."""
+    settings: dict[str, list] = {}
+    for run in runs:
+        settings.setdefault(_label(run, nuisance), []).append(run)
+    means = {s: float(np.mean([score(r, metric) for r in rs])) for s, rs in settings.items()}
+    losses = {s: float(np.mean([r.data.metrics.get("val/loss", np.inf) for r in rs])) for s, rs in settings.items()}
+    best = min(settings, key=lambda s: (-sign * means[s], losses[s], s))
+    return settings, means, losses, best
+
+
 def analyse(runs: list, metric: str | None = None, by: list[str] | None = None,
-            nuisance: list[str] | None = None, parent=None) -> dict:
-    """Everything the report shows, as plain numbers (tested without any drawing)."""
+            nuisance: list[str] | None = None, parent=None, alpha: float | None = None,
+            min_difference: float | None = None, correction: str | None = None) -> dict:
+    """Everything the report shows, as plain numbers (tested without any drawing).
+    alpha, min_difference and correction default to what the sweep's parent recorded."""
     runs = trained_once(runs)
     finished = [r for r in runs if r.info.status == "FINISHED"]
     if not finished:
@@ -177,6 +218,7 @@ def analyse(runs: list, metric: str | None = None, by: list[str] | None = None,
     sign = 1.0 if mode == "max" else -1.0  # stats want higher = better
     nuisance = list(nuisance or [])
     by = list(by) if by else varied_params(finished, exclude=tuple(nuisance))
+    alpha, min_difference, correction = rule(parent, alpha, min_difference, correction)
 
     groups: dict[str, list] = {}
     for run in finished:
@@ -191,18 +233,17 @@ def analyse(runs: list, metric: str | None = None, by: list[str] | None = None,
     rows, tuning, chosen, all_scores, pooled = [], [], {}, {}, {}
     # The objective's test counterpart (val/acc -> test/acc), beside it in the table.
     test_metric = "test/" + metric.removeprefix("val/") if metric.startswith("val/") else None
+    ceiling = at_ceiling(metric, mode)
     for name, members in sorted(groups.items()):
         all_scores[name] = [score(r, metric) for r in members]
         if differences := pooled_differences(members, by + nuisance):
             pooled[name] = differences
         kept = members
         if nuisance:  # the nuisance setting with the best mean score, per choice
-            settings: dict[str, list] = {}
-            for run in members:
-                settings.setdefault(_label(run, nuisance), []).append(run)
-            means = {s: float(np.mean([score(r, metric) for r in rs])) for s, rs in settings.items()}
-            best = max(means, key=lambda s: sign * means[s])
+            settings, means, losses, best = settings_of(members, nuisance, metric, sign)
             kept = settings[best]
+            # An edge is worth widening only when it is better than every other setting, not tied with one.
+            strictly = all(sign * means[best] > sign * means[s] for s in settings if s != best)
             warnings = []
             for key in nuisance:
                 space = search_range(key, members, parent)
@@ -210,39 +251,32 @@ def analyse(runs: list, metric: str | None = None, by: list[str] | None = None,
                     value = float(kept[0].data.params[key])
                 except (KeyError, ValueError):
                     continue
-                if space and at_edge(value, *space):
+                if space and strictly and at_edge(value, *space):
                     warnings.append(f"{key}={kept[0].data.params[key]} is at the edge of its search range "
                                     f"[{space[0]:g}, {space[1]:g}]: widen it")
+            tied = [s for s in settings if s != best and means[s] == means[best]]
             tuning.append({"choice": name, "setting": best, "mean": means[best], "runs": len(kept),
-                           "settings": len(settings), "warnings": warnings, "means": means})
+                           "settings": len(settings), "warnings": warnings, "means": means,
+                           "tied": tied, "loss": losses[best]})
         chosen[name] = kept
         values = np.array([score(r, metric) for r in kept])
         fit = [r.data.metrics["time/fit_s"] for r in kept if "time/fit_s" in r.data.metrics]
         tests = [r.data.metrics[test_metric] for r in kept if test_metric in r.data.metrics]
+        at_top = int(np.sum(np.isclose(values, ceiling, rtol=0, atol=1e-9))) if ceiling is not None else 0
         rows.append({
             "choice": name, "runs": len(values), "failed": failed.get(name, 0),
             "mean": float(values.mean()), "test": float(np.mean(tests)) if tests else float("nan"),
             "scores": values.tolist(), "run_ids": [r.info.run_id for r in kept], "named": _named(kept[0], by),
             "std": float(values.std(ddof=1)) if len(values) > 1 else float("nan"),
-            "ci": stats.bootstrap_ci(values) if len(values) >= stats.MIN_RUNS else None,
+            "ci": stats.mean_interval(values) if len(values) >= stats.MIN_RUNS else None,
             "median": float(np.median(values)),
             "iqm": stats.iqm(values), "best": float(values.max() if mode == "max" else values.min()),
             "fit_s": float(np.mean(fit)) if fit else float("nan"),
+            "saturated": at_top if 2 * at_top >= len(values) else 0, "improving": None,
         })
 
-    pairs = []
-    for a, b in itertools.combinations([row["choice"] for row in rows], 2):
-        xa = sign * np.array([score(r, metric) for r in chosen[a]])
-        xb = sign * np.array([score(r, metric) for r in chosen[b]])
-        fewest = min(len(xa), len(xb))
-        if fewest < stats.MIN_RUNS:
-            pairs.append({"a": a, "b": b, "p": stats.prob_better(xa, xb), "ci": None,
-                          "verdict": f"too few runs (n={fewest})"})
-            continue
-        low, high = stats.prob_better_ci(xa, xb)
-        pairs.append({"a": a, "b": b, "p": stats.prob_better(xa, xb), "ci": (low, high),
-                      "verdict": stats.verdict(low, high, a, b)})
-
+    ordered = {name: sign * np.array([score(r, metric) for r in chosen[name]]) for name in chosen}
+    pairs = stats.pairwise(ordered, alpha, min_difference)
     expected = {name: [sign * stats.expected_max(sign * np.array(v), n) for n in range(1, len(v) + 1)]
                 for name, v in all_scores.items()}
     # A sweep that added seeds until decided on its objective (src/sweeper.py): its looks
@@ -253,11 +287,47 @@ def analyse(runs: list, metric: str | None = None, by: list[str] | None = None,
                    for name, members in chosen.items()}
         decided = {"design": design, "pairs": sequential.replay(ordered, design)}
     return {"metric": metric, "mode": mode, "by": by, "nuisance": nuisance, "rows": rows, "pairs": pairs,
+            "alpha": alpha, "min_difference": min_difference, "correction": correction, "ceiling": ceiling,
             "tuning": tuning, "expected": expected, "chosen": chosen, "pooled": pooled, "sequential": decided,
             "test_metric": test_metric, "fixed": fixed_settings(parent),
             "trials": trial_counts(max(len(v) for v in expected.values())),
             "runs": len(runs), "finished": len(finished), "pruned": len(pruned),
             "failed": len(runs) - len(finished) - len(pruned)}
+
+
+def rule(parent, alpha: float | None, min_difference: float | None, correction: str | None):
+    """(alpha, min_difference, correction): as given, else as the sweep's parent recorded
+    them (compare.alpha, ...), else the defaults (0.05, none: P(A beats B) >= 0.75, holm)."""
+    params = parent.data.params if parent is not None else {}
+    if alpha is None:
+        alpha = float(params.get("compare.alpha", 0.05))
+    if min_difference is None and params.get("compare.min_difference", "None") not in ("None", "none", "null"):
+        min_difference = float(params["compare.min_difference"])
+    correction = correction or params.get("compare.correction", "holm")
+    return alpha, min_difference, correction
+
+
+def still_improving(curve: list[tuple[float, float]], sign: float) -> bool:
+    """Whether a run's validation curve (epoch, value) still climbed at its end: its best
+    in the last quarter of the validations beats its best before by more than 5% of
+    what the whole run gained. Four validations at least; fewer say nothing."""
+    values = [sign * value for _, value in curve if np.isfinite(value)]
+    if len(values) < 4:
+        return False
+    window = max(2, int(np.ceil(IMPROVING_WINDOW * len(values))))
+    before, last = max(values[:-window]), max(values[-window:])
+    climb = max(values) - values[0]
+    return climb > 0 and last - before > IMPROVING_SHARE * climb
+
+
+def flag_improving(result: dict, curves: dict[str, list[list]]) -> None:
+    """Each row's "improving": (runs still improving, runs with a curve) where at least
+    half of a choice's runs were still improving at their last epoch; else None."""
+    sign = 1.0 if result["mode"] == "max" else -1.0
+    for row in result["rows"]:
+        judged = [curve for curve in curves.get(row["choice"], []) if len(curve) >= 4]
+        rising = sum(still_improving(curve, sign) for curve in judged)
+        row["improving"] = (rising, len(judged)) if judged and 2 * rising >= len(judged) else None
 
 
 def history(client: MlflowClient, run, metric: str) -> list[tuple[float, float]]:
@@ -273,7 +343,8 @@ def history(client: MlflowClient, run, metric: str) -> list[tuple[float, float]]
 
 
 def report(client: MlflowClient, runs: list, out_dir: Path, parent=None, metric=None, by=None,
-           nuisance=None, console: Console | None = None, ended: str | None = None) -> dict:
+           nuisance=None, console: Console | None = None, ended: str | None = None, alpha: float | None = None,
+           min_difference: float | None = None, correction: str | None = None) -> dict:
     """Analyse the runs, print the tables, write report.md, report.html and the PNGs into
     out_dir, and log them under `report/` of the sweep's parent run when there is one. At
     a sweep's end (`ended`: its status) the winner is registered (src/champion.py)."""
@@ -283,7 +354,9 @@ def report(client: MlflowClient, runs: list, out_dir: Path, parent=None, metric=
         nuisance = [k for k in parent.data.params.get("compare.nuisance", "none").split(",") if k != "none"]
     if parent is not None and by is None:
         by = [k for k in parent.data.params.get("compare.scientific", "none").split(",") if k != "none"] or None
-    result = analyse(runs, metric, by, nuisance, parent)
+    result = analyse(runs, metric, by, nuisance, parent, alpha, min_difference, correction)
+    curves = {name: [history(client, r, result["metric"]) for r in members] for name, members in result["chosen"].items()}
+    flag_improving(result, curves)  # before the champion: an undertrained choice blocks it
     console = console or Console(width=max(Console().width, 120))  # the table needs ~110 columns
     title = f"Comparison: {parent.info.run_name} ({parent.info.run_id})" if parent else "Comparison"
     report_text.print_tables(result, title, console)
@@ -294,7 +367,6 @@ def report(client: MlflowClient, runs: list, out_dir: Path, parent=None, metric=
     out_dir.mkdir(parents=True, exist_ok=True)
     text = report_text.markdown(result, title)
     (out_dir / "report.md").write_text(text)
-    curves = {name: [history(client, r, result["metric"]) for r in members] for name, members in result["chosen"].items()}
     figures = report_plots.figures(result, curves)
     for name, figure in figures.items():
         figure.savefig(out_dir / name, dpi=100)
@@ -303,8 +375,11 @@ def report(client: MlflowClient, runs: list, out_dir: Path, parent=None, metric=
         folder = report_folder(result["metric"], runs)
         client.log_artifacts(parent.info.run_id, str(out_dir), folder)
         # The verdicts at a glance in the UI's run list, the numbers in the report.
-        verdicts = stats.in_words(result["pairs"]) or "one choice"
-        client.set_tag(parent.info.run_id, f"{record.VERDICTS}{folder.removeprefix('report')}", verdicts[:5000])
+        suffix = folder.removeprefix("report")
+        client.set_tag(parent.info.run_id, f"{record.VERDICTS}{suffix}", (stats.in_words(result["pairs"]) or "one choice")[:5000])
+        client.set_tag(parent.info.run_id, f"{record.VERDICTS_FAMILY}{suffix}",
+                       (stats.in_words(result["pairs"], "family") or "one choice")[:5000])
+        client.set_tag(parent.info.run_id, f"{record.VERDICT_RULE}{suffix}", report_text.rule_in_words(result)[:5000])
         if result["sequential"]:
             client.set_tag(parent.info.run_id, f"{record.SEQUENTIAL_VERDICTS}{folder.removeprefix('report')}",
                            sequential.in_words(result["sequential"])[:5000])
@@ -329,7 +404,8 @@ def report_folder(metric: str | None, runs: list) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m src.compare", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m src.compare", description=__doc__.split("\n\n")[0].split("\n")[0],
+                                     epilog=__doc__.split("\n\n", 3)[3], formatter_class=argparse.RawDescriptionHelpFormatter)
     default_uri = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{PROJECT_ROOT / 'mlruns' / 'mlflow.db'}")
     parser.add_argument("--tracking-uri", default=default_uri, help=f"MLflow store (default: {default_uri})")
     parser.add_argument("--experiment", default="triad", help="experiment name (default: triad)")
@@ -339,7 +415,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nuisance", help="comma-separated params tuned per choice (default: the sweep's)")
     parser.add_argument("--metric", help="metric to compare (default: the runs' objective, its _best value)")
     parser.add_argument("--out", type=Path, help="folder for report.md, report.html and the PNGs")
+    parser.add_argument("--alpha", type=float, help="the false-verdict rate a verdict keeps, per pair and per "
+                        "family of pairs (default: the sweep's compare.alpha, else 0.05)")
+    parser.add_argument("--min-difference", type=float, help="the smallest difference in the metric's mean that "
+                        "counts as meaningful (default: none; the effect must then be P(A beats B) >= 0.75)")
+    parser.add_argument("--correction", choices=CORRECTIONS, help="the verdicts a champion needs: holm (every pair "
+                        "under Holm's correction across the sweep's pairs; the default) or none (each pair alone)")
     args = parser.parse_args(argv)
+    if args.alpha is not None and not 0 < args.alpha < 1:
+        parser.error(f"--alpha {args.alpha}: the false-verdict rate must lie between 0 and 1 (e.g. 0.05).")
+    if args.min_difference is not None and not args.min_difference > 0:
+        parser.error(f"--min-difference {args.min_difference}: a difference that counts must be above 0 (e.g. 0.01).")
 
     # Bad arguments end as argparse's own do: the usage, the message, exit status 2.
     try:
@@ -371,7 +457,8 @@ def main(argv: list[str] | None = None) -> None:
         out = Path(sweep_dir) / report_folder(args.metric, runs) if sweep_dir else PROJECT_ROOT / "mlruns" / "reports" / time.strftime("%Y-%m-%d_%H-%M-%S")
     split = lambda text: text.split(",") if text else None  # noqa: E731
     try:
-        report(client, runs, out, parent, args.metric, split(args.by), split(args.nuisance))
+        report(client, runs, out, parent, args.metric, split(args.by), split(args.nuisance),
+               alpha=args.alpha, min_difference=args.min_difference, correction=args.correction)
     except ValueError as error:
         raise SystemExit(str(error)) from None
 

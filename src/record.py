@@ -43,7 +43,9 @@ LOG_MODEL_ERROR = "triad.log_model_error"
 SWEEP, SWEEP_ID, SWEEP_DIR, JOB_NUM = "triad.sweep", "triad.sweep_id", "triad.sweep_dir", "triad.job_num"
 # An Optuna search's job: its trial's number; and, on a run the pruner stopped (KILLED), the epochs it trained.
 TRIAL, PRUNED = "triad.trial", "triad.pruned"
-VERDICTS = "triad.verdicts"
+VERDICTS = "triad.verdicts"  # each pair judged alone, at compare.alpha
+VERDICTS_FAMILY = "triad.verdicts_holm"  # the same pairs under Holm's correction across the sweep's pairs
+VERDICT_RULE = "triad.verdict_rule"  # what a verdict means: the test, the level, the effect, the control
 # On each run of a sweep, by its report: the choice it stands for ("model=mlp"), to group by in the UI.
 CHOICE = "triad.choice"
 SEQUENTIAL_VERDICTS = "triad.sequential_verdicts"  # a compare.until_decided sweep's (src/sequential.py)

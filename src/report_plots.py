@@ -46,7 +46,9 @@ def learning_curves(curves: dict[str, list[list[tuple[float, float]]]], metric: 
         epochs = [epoch for epoch, _ in runs[0][:length]]
         values = np.array([[value for _, value in r[:length]] for r in runs])  # (runs, evaluations)
         mean = values.mean(axis=0)
-        bands = np.array([stats.bootstrap_ci(column, resamples=1000) for column in values.T])  # (evaluations, 2)
+        # (evaluations, 2): the t-interval of the mean at each evaluation; one run has none
+        bands = np.array([stats.mean_interval(column) if len(runs) >= stats.MIN_RUNS else (column[0], column[0])
+                          for column in values.T])
         axis.plot(epochs, mean, marker=".", label=f"{names.get(name, name)} ({len(runs)} runs)")
         axis.fill_between(epochs, bands[:, 0], bands[:, 1], alpha=0.2)
     axis.xaxis.get_major_locator().set_params(integer=True)
@@ -57,7 +59,7 @@ def learning_curves(curves: dict[str, list[list[tuple[float, float]]]], metric: 
 
 def intervals(rows: list[dict], metric: str, by: list[str]):
     """Per choice: every run's score as a dot, the mean as a bar-free marker and its 95%
-    bootstrap interval as an error bar (none below stats.MIN_RUNS runs). The y axis
+    t-interval as an error bar (none below stats.MIN_RUNS runs). The y axis
     spans every dot."""
     figure, axis = plt.subplots(figsize=(max(4.5, 1.2 * len(rows) + 2), 4.5))
     spread = np.random.default_rng(0)  # a fixed jitter: the same report every time
@@ -83,7 +85,7 @@ def pairwise(pairs: list[dict], names: list[str]):
     for p in pairs:
         a, b = index[p["a"]], index[p["b"]]
         flipped = p["ci"] and (1 - p["ci"][1], 1 - p["ci"][0])  # P(B beats A) = 1 - P(A beats B)
-        for i, j, value, span in ((a, b, p["p"], p["ci"]), (b, a, 1 - p["p"], flipped)):
+        for i, j, value, span in ((a, b, p["prob"], p["ci"]), (b, a, 1 - p["prob"], flipped)):
             matrix[i, j] = value
             cells[i, j] = f"{value:.2f}" + (f"\n[{span[0]:.2f}, {span[1]:.2f}]" if span else "") + f"\n{p['verdict']}"
     size = max(4.5, 1.6 * len(names) + 1.5)

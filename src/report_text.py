@@ -28,6 +28,7 @@ def markdown(result: dict, title: str) -> str:
                      f"{r['best']:.4f} | {r['fit_s']:.1f} |")
     lines += [f"- WARNING {name}: its runs differ in {', '.join(keys)}; they are pooled as one choice "
               "(group by them with --by, or compare runs that share them)" for name, keys in result["pooled"].items()]
+    lines += [f"- WARNING {line}" for line in flags(result)]
     lines += ["", "![intervals](intervals.png)", "", "![learning curves](learning_curves.png)"]
     if result["fixed"]:
         lines += ["", "## Fixed for the sweep", "", "The sweep's command-line overrides that it did not sweep.", "",
@@ -36,23 +37,25 @@ def markdown(result: dict, title: str) -> str:
     lines += ["", "## Runs", "", "The runs each choice's scores come from (MLflow run ids).", "",
               "| choice | runs |", "|---|---|"]
     lines += [f"| {r['choice']} | {' '.join(f'`{i}`' for i in r['run_ids'])} |" for r in result["rows"]]
-    lines += ["", "## Pairwise: P(A beats B)", "",
-              "Over all pairs (one run of A, one of B; unpaired, ties count 1/2), with a 95% bootstrap "
-              "interval. A verdict needs the interval above 0.5 and reaching 0.75 (Bouthillier et al. 2021), "
-              f"and an interval needs at least {stats.MIN_RUNS} runs per choice.", "",
-              "| A | B | P(A > B) | 95% CI | verdict |", "|---|---|---:|---|---|"]
+    lines += ["", "## Pairwise verdicts", "", rule_in_words(result), "",
+              f"| A | B | mean A − B | P(A > B) | 95% CI | p | p (Holm) | alone | {_family_title(result)} |",
+              "|---|---|---:|---:|---|---:|---:|---|---|"]
+    sign = 1.0 if result["mode"] == "max" else -1.0
     for p in result["pairs"]:
-        lines.append(f"| {p['a']} | {p['b']} | {p['p']:.3f} | {_interval(p['ci'], digits=3)} | **{p['verdict']}** |")
+        lines.append(f"| {p['a']} | {p['b']} | {sign * p['difference']:+.4f} | {p['prob']:.3f} | "
+                     f"{_interval(p['ci'], digits=3)} | {p['p']:.3g} | {p['p_family']:.3g} | "
+                     f"{_bold(p['verdict'], result, 'verdict')} | {_bold(p['family'], result, 'family')} |")
     if not result["pairs"]:
-        lines.append("| (one choice only: nothing to compare) | | | | |")
+        lines.append("| (one choice only: nothing to compare) | | | | | | | | |")
     else:
-        lines += ["", "![P(A beats B)](pairwise.png)"]
+        lines += ["", *(f"- {line}" for line in undecided(result)), "", "![P(A beats B)](pairwise.png)"]
     if result["tuning"]:
         lines += ["", "## Tuning: the best setting per choice", "",
                   "| choice | best setting | mean | runs | settings tried |", "|---|---|---:|---:|---:|"]
         for t in result["tuning"]:
             lines.append(f"| {t['choice']} | {t['setting']} | {t['mean']:.4f} | {t['runs']} | {t['settings']} |")
         lines += [f"- WARNING {t['choice']}: {w}" for t in result["tuning"] for w in t["warnings"]]
+        lines += [f"- {line}" for line in ties(result)]
         lines += ["", "![isolation plot](isolation.png)"]
     if result["sequential"]:
         lines += sequential.markdown(result["sequential"])
@@ -66,6 +69,83 @@ def markdown(result: dict, title: str) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "![expected best](expected_max.png)", ""]
     return "\n".join(lines)
+
+
+def _family_title(result: dict) -> str:
+    count = len(result["pairs"])
+    return f"in the sweep (Holm, {count} pair{'s' if count != 1 else ''})"
+
+
+def _bold(verdict: str, result: dict, key: str) -> str:
+    """The verdict that counts for the champion in bold."""
+    counts = (key == "family") == (result["correction"] == "holm")
+    return f"**{verdict}**" if counts else verdict
+
+
+def rule_in_words(result: dict) -> str:
+    """What a verdict means, in one paragraph: the test, the level, the effect, the control."""
+    effect = (f"the difference in means is at least {result['min_difference']:g} (compare.min_difference)"
+              if result["min_difference"] is not None else
+              f"P(A beats B) >= {stats.MIN_PROB_BETTER} (a run of A beats a run of B at least 3 times in 4, ties 1/2; "
+              "Bouthillier et al. 2021)")
+    counted = ("the sweep's column (Holm)" if result["correction"] == "holm" else "the alone column (compare.correction=none)")
+    return (f"\"A better\" means: an exact two-sided permutation test of the difference in means (Pitman 1937; "
+            f"every split of the pooled runs up to {stats.EXACT_SPLITS:,}, else {stats.PERMUTATIONS:,} random ones) "
+            f"rejects \"A and B score alike\" at alpha = {result['alpha']:g}, and {effect}. \"Alone\": each pair at "
+            f"alpha, so each pair's chance of a false verdict is at most {result['alpha']:g}. \"In the sweep\": the "
+            f"p-values adjusted by Holm's (1979) step-down correction across all {len(result['pairs'])} pairs, so the "
+            f"chance of any false verdict among them is at most {result['alpha']:g}. \"No evidence\" is not \"equal\": "
+            "below, each undecided pair says the smallest difference its runs would detect 80% of the time. "
+            f"\"Cannot decide\": too few runs for any p to reach the level. The champion needs {counted}. "
+            "Interval of a mean: Student's t; of P(A beats B): Newcombe's (2006) score interval.")
+
+
+def undecided(result: dict) -> list[str]:
+    """Per pair without the verdict that counts: why, and what more runs would show."""
+    holm = result["correction"] == "holm"
+    lines = []
+    for p in result["pairs"]:
+        verdict, why = (p["family"], p["why_family"]) if holm else (p["verdict"], p["why"])
+        if verdict.endswith(" better"):
+            continue
+        detectable, needed = (p["detectable_family"], p["runs_needed_family"]) if holm else (p["detectable"], p["runs_needed"])
+        line = f"{p['a']} vs {p['b']}: {verdict} ({why})"
+        if np.isfinite(detectable) and detectable > 0:
+            line += (f"; with this spread these runs would detect a difference in means of about {detectable:.4g} "
+                     f"80% of the time (observed: {abs(p['difference']):.4g})")
+            line += (f"; about {needed} runs each would detect the observed one" if needed else
+                     "; the observed difference is too small to count at any number of runs")
+        elif np.isfinite(detectable):
+            line += "; every run of both scores the same: more runs of this data cannot tell them apart"
+        lines.append(line)
+    return lines
+
+
+def flags(result: dict) -> list[str]:
+    """The WARNINGs about what the scores can say: choices still improving, or saturated."""
+    lines = []
+    for r in result["rows"]:
+        if r["improving"]:
+            epochs = result["chosen"][r["choice"]][0].data.params.get("trainer.max_epochs")
+            longer = f"trainer.max_epochs={2 * int(epochs)}" if epochs and epochs.isdigit() else "more epochs"
+            lines.append(f"{r['choice']}: still improving at its last epoch in {r['improving'][0]} of "
+                         f"{r['improving'][1]} runs ({result['metric']} rose in the last quarter of its epochs): "
+                         f"it is compared undertrained. Train longer ({longer}) or faster (optimizer=adam, a larger "
+                         "optimizer.lr); no champion is registered while a choice is still improving.")
+        if r["saturated"]:
+            lines.append(f"{r['choice']}: saturated: {r['saturated']} of {r['runs']} runs score {result['metric']} "
+                         f"{result['ceiling']:g}, the metric's ceiling, so runs at it cannot be told apart. Use a "
+                         "larger validation split (e.g. data.val_fraction=0.3) or a finer objective "
+                         "(objective=val/loss, where the choices share one loss).")
+    return lines
+
+
+def ties(result: dict) -> list[str]:
+    """Per tuned choice whose best mean score several settings share: which one was kept."""
+    return [f"{t['choice']}: {len(t['tied']) + 1} settings tie at mean {t['mean']:.4f} "
+            f"({', '.join([t['setting'], *t['tied']])}); kept {t['setting']}, the lowest mean val/loss"
+            + (f" ({t['loss']:.4g})" if np.isfinite(t["loss"]) else "")
+            for t in result["tuning"] if t["tied"]]
 
 
 def _number(value: float) -> str:
@@ -89,16 +169,26 @@ def print_tables(result: dict, title: str, console: Console) -> None:
     console.print(table)
     for name, keys in result["pooled"].items():
         console.print(f"[bold red]WARNING[/] {name}: its runs differ in {', '.join(keys)}; pooled as one choice")
-    pairs = Table(title="P(A beats B), all pairs of runs, 95% bootstrap CI")
-    for column in ("A", "B", "P(A>B)", "95% CI", "verdict"):
-        pairs.add_column(column)
-    for p in result["pairs"]:
-        style = "bold green" if p["verdict"].endswith(" better") else "yellow"
-        pairs.add_row(p["a"], p["b"], f"{p['p']:.3f}", _interval(p["ci"], digits=3), f"[{style}]{p['verdict']}[/]")
-    console.print(pairs)
+    for line in flags(result):
+        console.print(f"[bold red]WARNING[/] {line}", markup=True, highlight=False)
+    if result["pairs"]:
+        pairs = Table(title=f"Pairwise verdicts: permutation test at alpha {result['alpha']:g}, effect "
+                            + (f"|difference| >= {result['min_difference']:g}" if result["min_difference"] is not None
+                               else f"P(A beats B) >= {stats.MIN_PROB_BETTER}"))
+        for column in ("A", "B", "P(A>B)", "95% CI", "p", "p (Holm)", "alone", _family_title(result)):
+            pairs.add_column(column)
+        for p in result["pairs"]:
+            cells = [f"[{'bold green' if v.endswith(' better') else 'yellow'}]{v}[/]" for v in (p["verdict"], p["family"])]
+            pairs.add_row(p["a"], p["b"], f"{p['prob']:.3f}", _interval(p["ci"], digits=3), f"{p['p']:.3g}",
+                          f"{p['p_family']:.3g}", *cells)
+        console.print(pairs)
+        for line in undecided(result):
+            console.print(line, markup=False, highlight=False)
     if result["sequential"]:
         console.print(sequential.table(result["sequential"]))
     for t in result["tuning"]:
         console.print(f"tuned {t['choice']}: best {t['setting']} (mean {t['mean']:.4f} over {t['runs']} runs)")
         for warning in t["warnings"]:
             console.print(f"[bold red]WARNING[/] {t['choice']}: {warning}")
+    for line in ties(result):
+        console.print(line, markup=False, highlight=False)

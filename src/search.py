@@ -160,3 +160,9 @@ def write_results(study: optuna.Study, sweep_dir: Path) -> None:
                                      "best_params": best.params, "best_value": best.value}),
                    sweep_dir / "optimization_results.yaml")
     print(f"Best of study '{study.study_name}': trial {best.number}, {best.value:.4g} {best.params}")
+    tied = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.value == best.value and t.number != best.number]
+    if tied:  # Optuna keeps the first of equal values; the report breaks the tie by the validation loss
+        print(f"  {len(tied)} more trial{'s' if len(tied) > 1 else ''} tie at {best.value:.4g} "
+              f"({', '.join(map(str, tied[:10]))}{', ...' if len(tied) > 10 else ''}): the objective cannot tell them "
+              "apart; the report's tuning keeps the one with the lowest val/loss (or use objective=val/loss)")

@@ -28,27 +28,42 @@ TEST_NAME = "group-sequential permutation test of the difference in means, Bonfe
 
 @dataclass(frozen=True)
 class Design:
-    """Seeds per choice at the first look, at most, and the false-verdict rate per pair."""
+    """Seeds per choice at the first look, at most, the false-verdict rate, and the number
+    of pairs that share it: with Holm's correction on (compare.correction=holm, the
+    default) alpha holds for the sweep's whole family of pairs, each pair testing at
+    alpha / pairs (Bonferroni: sequential p-values have no simple step-down)."""
 
     first: int
     most: int
     alpha: float
+    pairs: int = 1
 
     @property
     def looks(self) -> list[int]:
         return stats.looks(self.first, self.most)
 
+    @property
+    def level(self) -> float:
+        """The p a pair's test must reach at one look."""
+        return self.alpha / self.pairs / len(self.looks)
+
+    @property
+    def control(self) -> str:
+        return "per pair" if self.pairs == 1 else f"for the sweep's {self.pairs} pairs together (Bonferroni)"
+
     def as_params(self) -> dict[str, str]:
         """What the sweep's parent run records, for the report to replay."""
         return {"compare.until_decided": "true", "compare.first_seeds": str(self.first),
-                "compare.max_seeds": str(self.most), "compare.alpha": str(self.alpha)}
+                "compare.max_seeds": str(self.most), "compare.alpha": str(self.alpha),
+                "compare.sequential_pairs": str(self.pairs)}
 
 
 def design_of(params: dict) -> Design | None:
     """The design a sweep's parent run recorded (as_params), or None for another sweep."""
     if params.get("compare.until_decided") != "true":
         return None
-    return Design(int(params["compare.first_seeds"]), int(params["compare.max_seeds"]), float(params["compare.alpha"]))
+    return Design(int(params["compare.first_seeds"]), int(params["compare.max_seeds"]), float(params["compare.alpha"]),
+                  int(params.get("compare.sequential_pairs", 1)))
 
 
 def design_problems(design: Design) -> list[str]:
@@ -61,17 +76,19 @@ def design_problems(design: Design) -> list[str]:
                         f"set compare.max_seeds to at least {design.first} (e.g. {4 * design.first}).")
     if problems:
         return problems
-    best, level = stats.smallest_p(design.first, design.first), design.alpha / len(design.looks)
+    best, level = stats.smallest_p(design.first, design.first), design.level
     if best > level:
         enough = next((n for n in range(design.first, design.most + 1)
-                       if stats.smallest_p(n, n) <= design.alpha / len(stats.looks(n, design.most))), None)
+                       if stats.smallest_p(n, n) <= design.alpha / design.pairs / len(stats.looks(n, design.most))), None)
         fix = (f"start with at least {enough} seeds (seed=range(0,{enough}))" if enough
                else f"set compare.max_seeds to at least {4 * design.first}")
         problems.append(
             f"seed: {design.first} seeds per choice can never decide a pair: a permutation test of {design.first} runs "
             f"against {design.first} gives p >= {best:.3g}, and with {len(design.looks)} looks up to "
-            f"compare.max_seeds={design.most} a verdict needs p <= compare.alpha/{len(design.looks)} = {level:.3g}. "
-            f"{fix[0].upper() + fix[1:]}, or raise compare.alpha.")
+            f"compare.max_seeds={design.most}"
+            + (f" and {design.pairs} pairs sharing compare.alpha (compare.correction=holm)" if design.pairs > 1 else "")
+            + f" a verdict needs p <= {level:.3g}. {fix[0].upper() + fix[1:]}, or raise compare.alpha"
+            + (" (or set compare.correction=none: alpha per pair)." if design.pairs > 1 else "."))
     return problems
 
 
@@ -81,7 +98,7 @@ def replay(scores: dict[str, list[float]], design: Design) -> list[dict]:
     number per choice it was decided at (or looked at last, for "no evidence" and "open")."""
     pairs = []
     for a, b in itertools.combinations(sorted(scores), 2):
-        verdict, seeds = stats.sequential_verdict(scores[a], scores[b], design.looks, design.alpha, a, b)
+        verdict, seeds = stats.sequential_verdict(scores[a], scores[b], design.looks, design.alpha / design.pairs, a, b)
         pairs.append({"a": a, "b": b, "verdict": verdict, "seeds": seeds})
     return pairs
 
@@ -105,8 +122,8 @@ def markdown(decided: dict) -> list[str]:
     design = decided["design"]
     return ["", "## Sequential verdicts", "", f"Seeds were added only to the choices in an undecided pair: a "
             f"{TEST_NAME}, at {', '.join(map(str, design.looks))} seeds per choice, each look at "
-            f"p <= {design.alpha}/{len(design.looks)}. The chance of a false verdict is at most {design.alpha} per "
-            "pair, over all its looks.", "", "| A | B | verdict |", "|---|---|---|",
+            f"p <= {design.level:.3g}. The chance of a false verdict is at most {design.alpha} {design.control}, "
+            "over all the looks.", "", "| A | B | verdict |", "|---|---|---|",
             *(f"| {p['a']} | {p['b']} | **{summary(p, design)}** |" for p in decided["pairs"])]
 
 
@@ -114,7 +131,7 @@ def table(decided: dict) -> Table:
     """The same section as a console table."""
     design = decided["design"]
     shown = Table(title=f"Sequential verdicts: permutation test at {', '.join(map(str, design.looks))} seeds, "
-                        f"false-verdict rate <= {design.alpha} per pair")
+                        f"false-verdict rate <= {design.alpha} {design.control}")
     for column in ("A", "B", "verdict"):
         shown.add_column(column)
     for p in decided["pairs"]:

@@ -55,7 +55,7 @@ class SweepCallback(Callback):
 
         if not store.tracked(config):
             return  # logger=none (or csv, tensorboard alone): nothing is recorded, so no parent either
-        from src import record, redact, stats, store
+        from src import record, redact, store
         from src.identity import git_tags
 
         self.tracking_uri = config.logger.tracking_uri
@@ -78,7 +78,10 @@ class SweepCallback(Callback):
         # What varies, what is tuned, and how: the report reads these back.
         params = {"sweep": name, "sweeper": choices.get("hydra/sweeper"), "launcher": choices.get("hydra/launcher"),
                   "compare.scientific": _listed(config.compare.scientific),
-                  "compare.nuisance": _listed(config.compare.nuisance)}
+                  "compare.nuisance": _listed(config.compare.nuisance),
+                  # the verdicts' rule, for the report to read back
+                  "compare.alpha": _number(config.compare.alpha), "compare.correction": str(config.compare.correction),
+                  "compare.min_difference": str(config.compare.min_difference)}
         # The search space: the sweep file's, with what the command line swept instead.
         space = {str(k): str(v) for k, v in (config.hydra.sweeper.get("params") or {}).items()}
         for override in config.hydra.overrides.task:
@@ -91,10 +94,9 @@ class SweepCallback(Callback):
         print(f"Sweep parent run {self.parent_id} (experiment '{config.experiment_name}')")
         given = config.get("seeds")  # seeds=[...]: each job trains all of them
         seeds = len(given) if given else seed_count(space.get("seed"))
-        if choices.get("hydra/sweeper") in GRID_SWEEPERS and seeds is not None and seeds < stats.MIN_RUNS:
-            print(f"Note: {seeds} seed{'s' if seeds > 1 else ''} per choice. The report gives a choice an interval, "
-                  f"and a pair a verdict, from {stats.MIN_RUNS} runs each (e.g. seed=0,1,2); below, it says "
-                  "\"too few runs\".")
+        if choices.get("hydra/sweeper") in GRID_SWEEPERS and seeds is not None and not config.compare.until_decided:
+            if note := seeds_note(seeds, choice_count(space, config.compare), config.compare):
+                print(note)
 
     def catch_stops(self) -> None:
         if threading.current_thread() is threading.main_thread():  # the only one that may
@@ -229,6 +231,46 @@ def _processes_naming(folder: str, ancestor: int | None = None) -> dict[int, int
     return {pid: parents[pid] for pid in named if ancestor is None or descends(pid)}
 
 
+def choice_count(space: dict[str, str], compare) -> int | None:
+    """How many choices a grid sweep compares: the product of the counts of its swept
+    scientific keys (every swept key but the seed and the nuisance ones, when not named);
+    None where one cannot be counted."""
+    nuisance = set(compare.nuisance or [])
+    keys = list(compare.scientific) if compare.scientific else [k for k in space if k != "seed" and k not in nuisance]
+    total = 1
+    for key in keys:
+        count = seed_count(space.get(key))
+        if count is None:
+            return None
+        total *= count
+    return total
+
+
+def seeds_note(seeds: int, choices: int | None, compare) -> str | None:
+    """Before a grid sweep starts: whether its seeds can decide a pair at all, and the
+    sweep's pairs under Holm's correction (which the champion needs); None when they can."""
+    from src import stats
+
+    alpha = float(compare.alpha)
+    pairs = choices * (choices - 1) // 2 if choices else 1
+    alone, family = stats.runs_needed(alpha), stats.runs_needed(alpha / max(pairs, 1))
+    holm = compare.correction == "holm" and pairs > 1
+    if seeds >= (family if holm else alone):
+        return None
+    plural = "s" if seeds != 1 else ""
+    if seeds < alone:
+        said = (f"Note: {seeds} seed{plural} per choice cannot decide any pair: {seeds} vs {seeds} runs give a "
+                f"permutation p >= {stats.smallest_p(seeds, seeds):.3g}, above compare.alpha={alpha:g}; the report "
+                f"will say \"cannot decide\". {alone} seeds can decide a pair alone")
+        said += f", {family} the {pairs} pairs of {choices} choices under Holm's correction" if holm else ""
+    else:
+        said = (f"Note: {seeds} seeds per choice can decide a pair alone at compare.alpha={alpha:g}, but not the "
+                f"{pairs} pairs of {choices} choices under Holm's correction; {family} seeds can")
+    if holm:
+        said += " (the champion needs Holm's verdicts; compare.correction=none: each pair's)"
+    return said + f". E.g. seed=range(0,{family if holm else alone})."
+
+
 def seed_count(swept: str | None) -> int | None:
     """How many seeds a sweep's `seed` value names: "0,1,2" 3, "range(0,5)" 5, not swept 1;
     None for what cannot be counted (an Optuna distribution)."""
@@ -240,6 +282,11 @@ def seed_count(swept: str | None) -> int | None:
     if "(" in swept:
         return None
     return len([value for value in swept.split(",") if value.strip()])
+
+
+def _number(value) -> str:
+    """A number as the until_decided design records it too (0.05, 1.0), so both write one value."""
+    return str(float(value)) if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
 
 
 def _listed(value) -> str:

@@ -93,12 +93,14 @@ def plan_of(config: DictConfig, overrides: list[Override]) -> Plan:
         problems.append(f"compare.max_seeds={compare.max_seeds}: the most seeds per choice, a whole number (e.g. 20).")
     if not number:
         problems.append(f"compare.alpha={compare.alpha}: the false-verdict rate per pair, a number (e.g. 0.05).")
-    design = Design(len(seeds), compare.max_seeds, float(compare.alpha)) if whole and number else None
+    grid = BasicSweeper.split_arguments([o for o in overrides if o is not seed], None)[0]
+    # With Holm's correction on, alpha holds for the sweep's whole family of pairs.
+    pairs = max(1, len(grid) * (len(grid) - 1) // 2) if compare.get("correction", "holm") == "holm" else 1
+    design = Design(len(seeds), compare.max_seeds, float(compare.alpha), pairs) if whole and number else None
     if seeds and design:
         problems += design_problems(design)
     if problems:
         raise ConfigError(problems)
-    grid = BasicSweeper.split_arguments([o for o in overrides if o is not seed], None)[0]
     later = range(seeds[-1] + 1, seeds[-1] + 1 + design.most - design.first)
     return Plan(grid, [*seeds, *later], design, scientific, bool(config.get("seeds_together")))
 
@@ -163,7 +165,8 @@ def until_decided(sweeper: BasicSweeper, arguments: list[str]) -> list:
     design, returns, job_combination = plan.design, [], {}
     todo, done, upto = list(range(len(plan.grid))), 0, design.first
     print(f"round 1: {len(plan.grid)} choices x {design.first} seeds; seeds are added to a pair's choices while it is "
-          f"undecided, up to compare.max_seeds={design.most} (a verdict needs p <= {design.alpha / len(design.looks):.3g})")
+          f"undecided, up to compare.max_seeds={design.most} (a verdict needs p <= {design.level:.3g}, "
+          f"alpha {design.alpha} {design.control})")
     for round_number in range(2, len(design.looks) + 2):
         batch = jobs(plan, todo, plan.seeds[done:upto])
         owners = [c for c in todo for _ in range(len(batch) // len(todo))]  # each job's combination

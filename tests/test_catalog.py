@@ -28,7 +28,8 @@ def test_every_range_names_a_key_a_shipped_option_takes():
     from src.gate import resolve
 
     conf = PROJECT_ROOT / "conf"
-    keys = set(OmegaConf.load(conf / "train.yaml"))
+    root = OmegaConf.load(conf / "train.yaml")
+    keys = set(root) | {f"compare.{key}" for key in root.compare}
     for group in ("model", "data", "optimizer", "scheduler", "trainer", "loss"):
         for path in (conf / group).glob("*.yaml"):
             option = OmegaConf.load(path)

@@ -12,7 +12,9 @@ from tests.conftest import run_train, store_uri
 
 
 def result(pairs: list[tuple[str, str, str]], choices=("a", "b", "c")) -> dict:
-    return {"rows": [{"choice": c} for c in choices], "pairs": [{"a": a, "b": b, "verdict": v} for a, b, v in pairs]}
+    """What compare.analyse returns, with each pair's verdict alone and under Holm alike."""
+    return {"rows": [{"choice": c} for c in choices], "correction": "holm",
+            "pairs": [{"a": a, "b": b, "verdict": v, "family": v} for a, b, v in pairs]}
 
 
 def test_the_winner_is_the_choice_better_than_every_other():
@@ -25,9 +27,24 @@ def test_the_winner_is_the_choice_better_than_every_other():
 
 
 def test_too_few_runs_or_one_choice_has_no_winner():
-    assert champion.winner(result([("a", "b", "too few runs (n=2)")], ("a", "b"))) == (
-        None, "no choice beats every other: a vs b: too few runs (n=2)")
+    assert champion.winner(result([("a", "b", "cannot decide")], ("a", "b"))) == (
+        None, "no choice beats every other: a vs b: cannot decide")
     assert champion.winner(result([], ("a",))) == (None, "one choice only: it beats nothing")
+
+
+def test_the_champion_needs_holms_verdicts_unless_the_correction_is_off():
+    decided = result([("a", "b", "a better")], ("a", "b"))
+    decided["pairs"][0]["family"] = "no evidence"  # better alone, not once the sweep's pairs share alpha
+    assert champion.winner(decided) == (None, "no choice beats every other: a vs b: no evidence")
+    decided["correction"] = "none"
+    assert champion.winner(decided) == ("a", "a vs b: a better")
+
+
+def test_a_choice_still_improving_blocks_the_champion():
+    rising = result([("a", "b", "a better")], ("a", "b"))
+    rising["rows"][1]["improving"] = (3, 4)
+    choice, why = champion.winner(rising)
+    assert choice is None and why.startswith("b still improving at the last epoch")
 
 
 def test_a_sweep_that_added_seeds_until_decided_is_judged_by_its_sequential_verdicts():
@@ -42,8 +59,8 @@ def champion_section(report_md: str) -> str:
 
 @pytest.mark.slow
 def test_a_decided_sweep_registers_its_best_run_and_a_later_win_moves_the_alias(mlruns):
-    # lr 1e-7 does not learn in 3 epochs; 0.01 reaches 1.0 on iris: every pair of runs goes to 0.01
-    sweep = ["-m", "data=iris", "model=mlp", "optimizer.lr=0.01,0.0000001", "seed=0,1,2", "trainer.max_epochs=3"]
+    # lr 1e-7 does not learn in 3 epochs; 0.01 reaches 1.0 on iris: every pair of runs goes to 0.01 (4 seeds: p = 2/70)
+    sweep = ["-m", "data=iris", "model=mlp", "optimizer.lr=0.01,0.0000001", "seed=0,1,2,3", "trainer.max_epochs=3"]
     out = run_train(sweep, mlruns).stdout
     assert 'registered as triad-champion version 1; load it with mlflow.pyfunc.load_model("models:/triad-champion@champion")' in out
     client = MlflowClient(store_uri(mlruns))
@@ -86,7 +103,7 @@ def test_a_decided_sweep_registers_its_best_run_and_a_later_win_moves_the_alias(
 @pytest.mark.slow
 def test_without_a_winner_nothing_is_registered_and_the_report_says_why(mlruns):
     out = run_train(["-m", "data=iris", "model=mlp,linear", "seed=0,1", "trainer.max_epochs=1"], mlruns).stdout
-    why = "No champion registered: no choice beats every other: linear vs mlp: too few runs (n=2)."
+    why = "No champion registered: no choice beats every other: linear vs mlp: cannot decide."
     assert why in out
     client = MlflowClient(store_uri(mlruns))
     assert client.search_registered_models() == []

@@ -51,6 +51,21 @@ def test_the_looks_and_the_first_look_that_can_decide():
     assert "p >= 0.1" in problem and "at least 5 seeds" in problem
     [problem] = sequential.design_problems(sequential.Design(5, 4, 0.05))
     assert problem.startswith("compare.max_seeds=4")
+    # Holm's correction on (the default): 3 choices' 3 pairs share alpha, each look at 0.05/3/4
+    family = sequential.Design(5, 20, 0.05, pairs=3)
+    assert family.level == pytest.approx(0.05 / 12) and "3 pairs together" in family.control
+    [problem] = sequential.design_problems(family)
+    assert "3 pairs sharing compare.alpha" in problem and "at least 6 seeds" in problem
+    assert not sequential.design_problems(sequential.Design(6, 24, 0.05, pairs=3))  # 2/924 <= 0.05/12
+
+
+def test_an_until_decided_sweep_of_three_choices_needs_six_seeds_under_holm():
+    config = sweep_config("compare.until_decided=true", "compare.scientific=[optimizer]")
+    parse = OverridesParser.create().parse_overrides
+    with pytest.raises(ConfigError, match="3 pairs sharing compare.alpha"):
+        sweeper.plan_of(config, parse(["optimizer=sgd,adam,adamw", "seed=0,1,2,3,4"]))
+    plan = sweeper.plan_of(config, parse(["optimizer=sgd,adam,adamw", "seed=0,1,2,3,4,5"]))
+    assert plan.design == sequential.Design(6, 20, 0.05, pairs=3)
 
 
 def simulate(draw, alpha: float, planned: list[int], trials: int, seed: int) -> float:
@@ -237,7 +252,8 @@ def test_until_decided_adds_seeds_only_to_the_undecided_choices(fold, max_batch_
     grid = triad_sweeper()
     grid.max_batch_size = max_batch_size
     grid.config = sweep_config(f"paths.mlruns_dir={mlruns}", f"hydra.sweep.dir={mlruns / 'sweep'}", f"seeds_together={fold}",
-                               "compare.until_decided=true", "compare.max_seeds=15", "compare.scientific=[optimizer]")
+                               "compare.until_decided=true", "compare.max_seeds=15", "compare.scientific=[optimizer]",
+                               "compare.correction=none")  # alpha per pair: 5 seeds can decide (Holm's: below)
     grid.hydra_context = SimpleNamespace(config_loader=None)
     grid.launcher = RecordingLauncher(client, experiment_id, parent_id, scores)
     grid.validate_batch_is_legal = lambda batch: None  # composing each job needs Hydra's config loader
@@ -282,7 +298,7 @@ def test_the_report_renders_the_sequential_verdicts(mlruns):
     compare.report(client, compare.sweep_runs(client, parent_id), mlruns / "report", parent=client.get_run(parent_id))
     text = (mlruns / "report" / "report.md").read_text()
     assert "## Sequential verdicts" in text and sequential.TEST_NAME in text
-    assert "at most 0.05 per pair, over all its looks" in text
+    assert "at most 0.05 per pair, over all the looks" in text
     assert "| adam | sgd | **adam better after 5 seeds** |" in text
     assert client.get_run(parent_id).data.tags[record.SEQUENTIAL_VERDICTS] == "adam vs sgd: adam better after 5 seeds"
 

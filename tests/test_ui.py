@@ -185,7 +185,7 @@ def test_mlflow_ui_shows_the_sweeps_html_report_with_its_figures(sweep, tmp_path
         cell = report.locator("svg text", has_text=verdict).first
         cell.scroll_into_view_if_needed()
         assert cell.is_visible()
-        for heading in ("Fixed for the sweep", "Runs", "Pairwise: P(A beats B)"):
+        for heading in ("Fixed for the sweep", "Runs", "Pairwise verdicts"):
             assert report.locator("h2", has_text=heading).count() == 1
         assert report.get_by_text("trainer.max_epochs").first.is_visible()
     print(f"screenshots: {folder}")
