@@ -191,6 +191,15 @@ def at_ceiling(metric: str, mode: str) -> float | None:
     return value if metric.rsplit("/", 1)[-1] in names else None
 
 
+def within(interval: tuple[float, float], ceiling: float | None, mode: str) -> tuple[float, float]:
+    """The interval cut at the metric's ceiling (a mean accuracy is never above 1): its
+    coverage stays, since the true mean lies below the ceiling too."""
+    if ceiling is None:
+        return interval
+    low, high = interval
+    return (low, min(high, ceiling)) if mode == "max" else (max(low, ceiling), high)
+
+
 def settings_of(runs: list, nuisance: list[str], metric: str, sign: float):
     """Per nuisance setting: (mean score, mean validation loss) of its runs, and the best
     setting: the highest mean score, ties broken by the lower validation loss (a tie of
@@ -268,7 +277,7 @@ def analyse(runs: list, metric: str | None = None, by: list[str] | None = None,
             "mean": float(values.mean()), "test": float(np.mean(tests)) if tests else float("nan"),
             "scores": values.tolist(), "run_ids": [r.info.run_id for r in kept], "named": _named(kept[0], by),
             "std": float(values.std(ddof=1)) if len(values) > 1 else float("nan"),
-            "ci": stats.mean_interval(values) if len(values) >= stats.MIN_RUNS else None,
+            "ci": within(stats.mean_interval(values), ceiling, mode) if len(values) >= stats.MIN_RUNS else None,
             "median": float(np.median(values)),
             "iqm": stats.iqm(values), "best": float(values.max() if mode == "max" else values.min()),
             "fit_s": float(np.mean(fit)) if fit else float("nan"),

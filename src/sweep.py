@@ -151,16 +151,18 @@ class SweepCallback(Callback):
                   "its jobs could not end.", file=sys.stderr)
             store.wait_for_server(self.tracking_uri, store.SERVER_WAIT_S)
         try:
-            self._end_runs(status)
+            ended = self._end_runs(status)
         except Exception as error:  # the store still cannot take it: one line, not a traceback at exit
             print(f"Sweep parent run {self.parent_id} could not be ended in {self.tracking_uri} "
                   f"({type(error).__name__}: {str(error).splitlines()[0][:300]}); it and its unfinished "
                   "runs stay RUNNING there.", file=sys.stderr)
             return
-        if status != "FINISHED":
-            print(f"Sweep parent run {self.parent_id} {status}.")
+        if ended:  # the status the store now holds; nothing when an earlier end already said it
+            print(f"Sweep parent run {self.parent_id} {ended}.")
 
-    def _end_runs(self, status: str) -> None:
+    def _end_runs(self, status: str) -> str | None:
+        """End the parent with this status (and its report); the status the store then
+        holds, or None where the parent was ended already (at exit after the sweep's end)."""
         from src import store
         from src.locks import uninterruptible
         from src.record import SWEEP_PARENT_ENV
@@ -170,7 +172,7 @@ class SweepCallback(Callback):
 
             client = store.client_for(self.tracking_uri)
             if client.get_run(self.parent_id).info.status != "RUNNING":
-                return
+                return None
             try:
                 if status != "FINISHED":
                     stop_launched(self.sweep_dir)
@@ -186,6 +188,7 @@ class SweepCallback(Callback):
             finally:
                 client.set_terminated(self.parent_id, status)
                 os.environ.pop(SWEEP_PARENT_ENV, None)
+        return client.get_run(self.parent_id).info.status
 
 
 def stop_launched(folder: str) -> None:

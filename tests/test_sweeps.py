@@ -62,6 +62,8 @@ def test_named_sweep_with_the_basic_launcher_ends_with_a_report(mlruns):
     assert len(verdicts) == 6
     assert all("cannot decide" in v for v in verdicts)
     assert "P(A beats B)" in result.stdout and "Report:" in result.stdout
+    # the last line says the status the store holds (not FAILED when it FINISHED)
+    assert result.stdout.rstrip().splitlines()[-1] == f"Sweep parent run {parent.info.run_id} FINISHED."
 
 
 @pytest.mark.slow
@@ -234,6 +236,9 @@ def test_a_stopped_sweep_leaves_nothing_running(launcher, stop, tmp_path, sweeps
     check_nothing_left(mlruns, process.pid)
     client, [parent], children = sweep_record(mlruns)
     assert parent.info.status == "KILLED"
+    # the console's last word is the status the store holds, said once
+    assert log.read_text().count(f"Sweep parent run {parent.info.run_id} KILLED.") == 1
+    assert f"Sweep parent run {parent.info.run_id} FAILED" not in log.read_text()
     assert sorted(r.info.status for r in children) == ["FINISHED", "KILLED"]
     # the report of what finished, as when a job fails
     assert "report/report.md" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
@@ -260,3 +265,21 @@ def test_the_seeds_a_sweep_names_are_counted_before_it_starts():
     assert seed_count("0,1,2") == 3 and seed_count("range(0,5)") == 5 and seed_count("range(0, 10, 2)") == 5
     assert seed_count(None) == 1  # seed not swept: one run per choice
     assert seed_count("interval(0, 1)") is None  # a distribution: not counted
+
+
+def test_a_grid_sweep_says_before_it_starts_when_its_seeds_cannot_decide():
+    from omegaconf import OmegaConf
+
+    from src.sweep import choice_count, seeds_note
+
+    compare = OmegaConf.create({"alpha": 0.05, "correction": "holm", "scientific": None, "nuisance": ["optimizer.lr"]})
+    space = {"model": "mlp,cnn,rnn,lstm,transformer", "optimizer.lr": "0.1,0.01", "seed": "0,1,2"}
+    assert choice_count(space, compare) == 5  # the nuisance lr and the seed are not choices
+    said = seeds_note(3, 5, compare)
+    assert said.startswith("Note: 3 seeds per choice cannot decide any pair: 3 vs 3 runs give a permutation p >= 0.1")
+    assert "4 seeds can decide a pair alone, 6 the 10 pairs of 5 choices under Holm's correction" in said
+    assert "can decide a pair alone" in seeds_note(5, 5, compare) and seeds_note(6, 5, compare) is None
+    assert seeds_note(4, 2, compare) is None  # one pair: 4 against 4 reach p = 0.029
+    compare.correction = "none"
+    assert seeds_note(4, 5, compare) is None and "Holm" not in seeds_note(3, 5, compare)
+    assert choice_count({"model.hidden_size": "choice(16, 32)"}, compare) is None  # Optuna samples it
