@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 
 from src import record, stats, store
 from src.locks import store_lock
+from src.markup import literal
 
 ALIAS = "champion"
 TAG = "triad.champion"  # on the sweep's parent run: what was registered, or why nothing was
@@ -107,8 +108,8 @@ def crown(client: MlflowClient, result: dict, parent) -> dict:
                         f"has no logged model ({why})."}
     name = model_name(client.get_experiment(parent.info.experiment_id).name)
     link = report_link(client.tracking_uri, parent)
-    description = (f"{named} won sweep {parent.info.run_name} ({parent.info.run_id}) on {result['metric']}_best "
-                   f"(best run {trained.info.run_id}: {value:.4f}).\n\nVerdicts: {verdicts}.\n\nReport: {link}")
+    description = describe(named, parent.info.run_name, parent.info.run_id, result["metric"], trained.info.run_id,
+                           value, verdicts, link)
     tags = {SWEEP_ID: parent.info.run_id, CHOICE: named, METRIC: result["metric"], SCORE: f"{value:.6g}"}
     with store_lock(client.tracking_uri):  # two sweeps ending at once: one creates the model
         try:
@@ -130,6 +131,13 @@ def crown(client: MlflowClient, result: dict, parent) -> dict:
             "metric": result["metric"], "score": value, "report": link}
 
 
+def describe(named: str, sweep_name: str, sweep_id: str, metric: str, run_id: str, value: float, verdicts: str,
+             link: str) -> str:
+    """The version's description. The registry shows it as markdown: recorded values go in as text."""
+    return (f"{literal(named)} won sweep {literal(sweep_name)} ({sweep_id}) on {literal(metric + '_best')} "
+            f"(best run {run_id}: {value:.4f}).\n\nVerdicts: {literal(verdicts)}.\n\nReport: {literal(link)}")
+
+
 def report_link(tracking_uri: str, parent) -> str:
     """Where the UI shows the sweep's HTML report: on the server, or on `mlflow ui` of the store."""
     route = f"/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}/artifacts/{REPORT}"
@@ -141,4 +149,4 @@ def report_link(tracking_uri: str, parent) -> str:
 
 def markdown(found: dict) -> list[str]:
     """The report's Champion section."""
-    return ["", "## Champion", "", found["line"]]
+    return ["", "## Champion", "", literal(found["line"])]

@@ -25,6 +25,7 @@ the metric's ceiling, are flagged (WARNING), and the first blocks the champion.
 import argparse
 import os
 import re
+import shlex
 import time
 from pathlib import Path
 
@@ -140,7 +141,11 @@ def fixed_settings(parent) -> list[str]:
         return []
     swept = {k.removeprefix("search.") for k in parent.data.params if k.startswith("search.")}
     fixed = []
-    for override in parent.data.tags.get(record.OVERRIDES, "").split():
+    try:  # shlex-quoted since 2026-12 (a value with spaces is one override); older tags split alike
+        typed = shlex.split(parent.data.tags.get(record.OVERRIDES, ""))
+    except ValueError:  # an unbalanced quote of an older tag
+        typed = parent.data.tags.get(record.OVERRIDES, "").split()
+    for override in typed:
         key = override.lstrip("+~").partition("=")[0]
         if key not in swept and re.split(r"[./]", key)[0] not in ("paths", "hydra", "logger", *NOT_TRAINING):
             fixed.append(override)

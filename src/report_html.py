@@ -4,7 +4,9 @@ as SVG where report.md shows its PNG.
 The MLflow UI (3.17) shows an .html artifact in an iframe made from a blob URL with
 `sandbox="allow-scripts"`: the page has an origin of its own, may not open windows or
 navigate the UI, and is not given the artifact's URL. So everything is in the file (CSS,
-SVG; no script, font or image to fetch) and run ids are text, not links.
+SVG; no script, font or image to fetch) and run ids are text, not links. Recorded values
+come in as text (src/markup.py), and the page's Content-Security-Policy forbids every
+script and every fetch besides, should a value ever slip through.
 """
 
 import html
@@ -14,6 +16,8 @@ import re
 import markdown
 import matplotlib
 
+# Nothing may run or load: inline CSS only (the SVGs are inline elements, not loads).
+POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5em auto; max-width: 1100px; padding: 0 1em; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
@@ -52,5 +56,7 @@ def page(text: str, figures: dict) -> str:
     body = re.sub(r"<table>(.*?)</table>", r"<div class=wide><table>\1</table></div>", body, flags=re.S)
     body = body.replace("<li>WARNING", "<li class=warning>WARNING")
     title = re.search(r"<h1>(.*?)</h1>", body)
-    return (f"<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8><title>{title[1] if title else 'Comparison'}"
+    return (f"<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
+            f'<meta http-equiv="Content-Security-Policy" content="{POLICY}">'
+            f"<title>{title[1] if title else 'Comparison'}"
             f"</title><style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n")

@@ -6,56 +6,59 @@ from rich.console import Console
 from rich.table import Table
 
 from src import champion, sequential, stats
+from src.markup import literal as lit
 
 
 def markdown(result: dict, title: str) -> str:
     """The report as markdown: the tables, the verdicts, the tuning, the plots."""
     best_word = "highest" if result["mode"] == "max" else "lowest"
-    test = f"{result['test_metric']} | " if result["test_metric"] else ""
-    lines = [f"# {title}", "",
+    # Every recorded value goes in through lit(): as text, never as markup (src/markup.py).
+    test = f"{lit(result['test_metric'])} | " if result["test_metric"] else ""
+    metric = result["metric"].replace("`", "'")  # inside a code span, markdown escapes the rest
+    lines = [f"# {lit(title)}", "",
              f"{result['runs']} runs: {result['finished']} FINISHED, "
              + (f"{result['pruned']} pruned (stopped early by the Optuna pruner, not scored), " if result["pruned"] else "")
              + f"{result['failed']} not finished (FAILED, KILLED or RUNNING). "
-             f"Metric: `{result['metric']}` ({best_word} is better); grouped by "
-             f"{', '.join(result['by']) or 'nothing (one group)'}"
-             + (f"; tuned per choice: {', '.join(result['nuisance'])}" if result["nuisance"] else "") + ".", "",
+             f"Metric: `{metric}` ({best_word} is better); grouped by "
+             f"{lit(', '.join(result['by'])) or 'nothing (one group)'}"
+             + (f"; tuned per choice: {lit(', '.join(result['nuisance']))}" if result["nuisance"] else "") + ".", "",
              f"| choice | runs | failed | mean | {test}std | 95% CI | median | IQM | best | fit s |",
              f"|---|---:|---:|---:|{'---:|' if test else ''}---:|---|---:|---:|---:|---:|"]
     for r in result["rows"]:
-        lines.append(f"| {r['choice']} | {r['runs']} | {r['failed']} | {r['mean']:.4f} | "
+        lines.append(f"| {lit(r['choice'])} | {r['runs']} | {r['failed']} | {r['mean']:.4f} | "
                      f"{_number(r['test']) + ' | ' if test else ''}{_number(r['std'])} | "
                      f"{_interval(r['ci'], r['runs'])} | {r['median']:.4f} | {r['iqm']:.4f} | "
                      f"{r['best']:.4f} | {r['fit_s']:.1f} |")
-    lines += [f"- WARNING {name}: its runs differ in {', '.join(keys)}; they are pooled as one choice "
+    lines += [f"- WARNING {lit(name)}: its runs differ in {lit(', '.join(keys))}; they are pooled as one choice "
               "(group by them with --by, or compare runs that share them)" for name, keys in result["pooled"].items()]
-    lines += [f"- WARNING {line}" for line in flags(result)]
+    lines += [f"- WARNING {lit(line)}" for line in flags(result)]
     lines += ["", "![intervals](intervals.png)", "", "![learning curves](learning_curves.png)"]
     if result["fixed"]:
         lines += ["", "## Fixed for the sweep", "", "The sweep's command-line overrides that it did not sweep.", "",
                   "| setting | value |", "|---|---|"]
-        lines += [f"| {key} | {value} |" for key, _, value in (f.partition("=") for f in result["fixed"])]
+        lines += [f"| {lit(key)} | {lit(value)} |" for key, _, value in (f.partition("=") for f in result["fixed"])]
     lines += ["", "## Runs", "", "The runs each choice's scores come from (MLflow run ids).", "",
               "| choice | runs |", "|---|---|"]
-    lines += [f"| {r['choice']} | {' '.join(f'`{i}`' for i in r['run_ids'])} |" for r in result["rows"]]
-    lines += ["", "## Pairwise verdicts", "", rule_in_words(result), "",
+    lines += [f"| {lit(r['choice'])} | {' '.join(f'`{i}`' for i in r['run_ids'])} |" for r in result["rows"]]
+    lines += ["", "## Pairwise verdicts", "", lit(rule_in_words(result)), "",
               f"| A | B | mean A − B | P(A > B) | 95% CI | p | p (Holm) | alone | {_family_title(result)} |",
               "|---|---|---:|---:|---|---:|---:|---|---|"]
     sign = 1.0 if result["mode"] == "max" else -1.0
     for p in result["pairs"]:
-        lines.append(f"| {p['a']} | {p['b']} | {sign * p['difference']:+.4f} | {p['prob']:.3f} | "
+        lines.append(f"| {lit(p['a'])} | {lit(p['b'])} | {sign * p['difference']:+.4f} | {p['prob']:.3f} | "
                      f"{_interval(p['ci'], digits=3)} | {p['p']:.3g} | {p['p_family']:.3g} | "
                      f"{_bold(p['verdict'], result, 'verdict')} | {_bold(p['family'], result, 'family')} |")
     if not result["pairs"]:
         lines.append("| (one choice only: nothing to compare) | | | | | | | | |")
     else:
-        lines += ["", *(f"- {line}" for line in undecided(result)), "", "![P(A beats B)](pairwise.png)"]
+        lines += ["", *(f"- {lit(line)}" for line in undecided(result)), "", "![P(A beats B)](pairwise.png)"]
     if result["tuning"]:
         lines += ["", "## Tuning: the best setting per choice", "",
                   "| choice | best setting | mean | runs | settings tried |", "|---|---|---:|---:|---:|"]
         for t in result["tuning"]:
-            lines.append(f"| {t['choice']} | {t['setting']} | {t['mean']:.4f} | {t['runs']} | {t['settings']} |")
-        lines += [f"- WARNING {t['choice']}: {w}" for t in result["tuning"] for w in t["warnings"]]
-        lines += [f"- {line}" for line in ties(result)]
+            lines.append(f"| {lit(t['choice'])} | {lit(t['setting'])} | {t['mean']:.4f} | {t['runs']} | {t['settings']} |")
+        lines += [f"- WARNING {lit(t['choice'])}: {lit(w)}" for t in result["tuning"] for w in t["warnings"]]
+        lines += [f"- {lit(line)}" for line in ties(result)]
         lines += ["", "![isolation plot](isolation.png)"]
     if result["sequential"]:
         lines += sequential.markdown(result["sequential"])
@@ -66,7 +69,7 @@ def markdown(result: dict, title: str) -> str:
               "|---|" + "---:|" * len(result["trials"])]
     for name, curve in result["expected"].items():
         cells = [f"{curve[n - 1]:.4f}" if n <= len(curve) else "" for n in result["trials"]]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {lit(name)} | " + " | ".join(cells) + " |")
     lines += ["", "![expected best](expected_max.png)", ""]
     return "\n".join(lines)
 
@@ -79,7 +82,7 @@ def _family_title(result: dict) -> str:
 def _bold(verdict: str, result: dict, key: str) -> str:
     """The verdict that counts for the champion in bold."""
     counts = (key == "family") == (result["correction"] == "holm")
-    return f"**{verdict}**" if counts else verdict
+    return f"**{lit(verdict)}**" if counts else lit(verdict)
 
 
 def rule_in_words(result: dict) -> str:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from rich.table import Table
 
 from src import stats
+from src.markup import literal
 
 TEST_NAME = "group-sequential permutation test of the difference in means, Bonferroni alpha spending"
 
@@ -124,7 +125,7 @@ def markdown(decided: dict) -> list[str]:
             f"{TEST_NAME}, at {', '.join(map(str, design.looks))} seeds per choice, each look at "
             f"p <= {design.level:.3g}. The chance of a false verdict is at most {design.alpha} {design.control}, "
             "over all the looks.", "", "| A | B | verdict |", "|---|---|---|",
-            *(f"| {p['a']} | {p['b']} | **{summary(p, design)}** |" for p in decided["pairs"])]
+            *(f"| {literal(p['a'])} | {literal(p['b'])} | **{literal(summary(p, design))}** |" for p in decided["pairs"])]
 
 
 def table(decided: dict) -> Table:

@@ -262,10 +262,10 @@ def decide(a, b, p: float, level: float, name_a: str, name_b: str, min_differenc
     if p > level or gap == 0:
         return {"verdict": "no evidence", "why": f"p = {p:.3g} > {level:.3g}"}
     if min_difference is not None:
-        big_enough, effect = abs(gap) >= min_difference, f"the difference {abs(gap):.4g} < {min_difference:g}"
+        big_enough, effect = abs(gap) >= min_difference, f"the difference {abs(gap):.4g} is below {min_difference:g}"
     else:
         big_enough = meaningful(ahead, behind)
-        effect = f"P({leader} beats the other) = {prob_better(ahead, behind):.3f} < {MIN_PROB_BETTER}"
+        effect = f"P({leader} beats the other) = {prob_better(ahead, behind):.3f}, below {MIN_PROB_BETTER}"
     if not big_enough:
         return {"verdict": "no evidence", "why": f"p = {p:.3g} <= {level:.3g}, but {effect}: too small to count"}
     return {"verdict": f"{leader} better", "why": f"p = {p:.3g} <= {level:.3g}"}

@@ -16,6 +16,7 @@ import atexit
 import contextlib
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -64,7 +65,8 @@ class SweepCallback(Callback):
         choices = config.hydra.runtime.choices
         name = choices.get("sweep") or "multirun"
         self.sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
-        overrides = " ".join(redact.overrides(config.hydra.overrides.task))
+        # quoted as a shell would: a value with spaces stays one override when read back
+        overrides = shlex.join(redact.overrides(config.hydra.overrides.task))
         tags = {record.SWEEP: "parent", record.SWEEP_DIR: self.sweep_dir, record.OVERRIDES: overrides,
                 "mlflow.source.name": "src.train", **git_tags()}
         # Before the parent exists: SIGTERM's default action would end this process at

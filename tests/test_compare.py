@@ -317,7 +317,7 @@ def test_alpha_and_the_effect_can_be_set_and_bad_ones_are_refused(mlruns, capsys
     record_sweep(client, runs)
     uri = ["--tracking-uri", store_uri(mlruns), "--out", str(mlruns / "r")]
     compare.main([*uri, "--min-difference", "0.1"])  # 0.05 apart: significant, not the 0.1 asked for
-    assert "the difference 0.05 < 0.1: too small to count" in (mlruns / "r" / "report.md").read_text()
+    assert "the difference 0.05 is below 0.1: too small to count" in (mlruns / "r" / "report.md").read_text()
     compare.main([*uri, "--alpha", "0.001"])  # 5 runs each reach 0.0079 at best
     assert "cannot decide" in (mlruns / "r" / "report.md").read_text()
     for bad, said in ((["--alpha", "5"], "--alpha 5.0: the false-verdict rate must lie between 0 and 1"),
