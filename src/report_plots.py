@@ -13,6 +13,11 @@ from src import stats  # noqa: E402
 def figures(result: dict, curves: dict[str, list[list[tuple[float, float]]]]) -> dict:
     """Every figure of the report by its PNG name (the pairwise matrix from two choices
     on, the isolation plot for tuned sweeps only)."""
+    with matplotlib.rc_context({"text.parse_math": False}):  # a recorded "$" is a dollar, not TeX to parse
+        return _figures(result, curves)
+
+
+def _figures(result: dict, curves: dict) -> dict:
     best_word = "highest" if result["mode"] == "max" else "lowest"
     names = {row["choice"]: row["named"] for row in result["rows"]}
     drawn = {"intervals.png": intervals(result["rows"], result["metric"], result["by"]),

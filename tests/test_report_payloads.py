@@ -16,7 +16,7 @@ from tests.test_ui import NEEDS_CHROMIUM, browser_page
 SCRIPT = "<script>window.pwned = 'script'</script>"
 HANDLER = '<img src=x onerror="window.pwned = \'handler\'">'
 LINK = "[open me](javascript:window.pwned='link')"
-PIPE = "a|b c d"
+PIPE = "a|b c $\\oops{ d$"  # a table's pipe, and TeX that matplotlib would fail to parse
 
 
 def payload_sweep(client: MlflowClient) -> str:
@@ -32,7 +32,7 @@ def payload_sweep(client: MlflowClient) -> str:
 
 def test_markup_in_a_value_is_text_in_markdown():
     assert literal(SCRIPT) == "&lt;script>window.pwned = 'script'&lt;/script>"
-    assert literal(PIPE) == "a\\|b c d" and literal(LINK).startswith("\\[open me\\]")
+    assert literal("a|b") == "a\\|b" and literal(LINK).startswith("\\[open me\\]")
     assert literal("val/acc_best") == "val/acc_best" and literal("one\nline") == "one line"
 
 
