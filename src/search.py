@@ -86,6 +86,28 @@ def _distribution(override):
     raise ValueError(f"Optuna samples {SYNTAX}.")
 
 
+def finished_study(config) -> str | None:
+    """Before a sweep's parent run exists: why its Optuna search would run no trial (its
+    stored study has hydra.sweeper.n_trials done already) and how to go on; else None."""
+    sweeper = config.hydra.sweeper
+    storage = sweeper.get("storage")
+    if config.hydra.runtime.choices.get("hydra/sweeper") != "optuna" or not storage:
+        return None
+    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).exists():
+        return None  # a new storage: the search creates it
+    try:
+        study = optuna.load_study(study_name=sweeper.study_name, storage=storage)
+    except Exception:  # no such study yet, or a storage the search itself will report on
+        return None
+    done = len(study.get_trials(deepcopy=False, states=DONE))
+    if done < sweeper.n_trials:
+        return None
+    return (f"hydra.sweeper.n_trials={sweeper.n_trials}: study '{sweeper.study_name}' in {storage} has {done} trials "
+            f"done, so this search would run none. Continue it with a larger n_trials (e.g. "
+            f"hydra.sweeper.n_trials={done + sweeper.n_trials}), or start another study "
+            "(hydra.sweeper.study_name=<a new name>).")
+
+
 def run(sweeper, arguments: list[str]) -> list:
     """Run the search (see the module's docstring); Hydra's per-batch job returns."""
     config = sweeper.config

@@ -49,6 +49,11 @@ class SweepCallback(Callback):
 
         try:  # an until_decided sweep the sweeper would refuse: refused before anything is recorded
             sweeper.check(config)
+            if config.hydra.runtime.choices.get("hydra/sweeper") == "optuna":
+                from src.search import finished_study  # Optuna's import, for its sweeps only
+
+                if why := finished_study(config):  # a search that would run nothing: no empty parent run
+                    raise ConfigError([why])
         except ConfigError as error:
             print(error, file=sys.stderr)
             raise SystemExit(2) from None  # Hydra turns a callback's exceptions into warnings, not an exit

@@ -81,6 +81,14 @@ def test_each_trial_is_an_mlflow_child_and_a_complete_trial_of_the_stored_study(
         assert run.data.metrics["val/acc_best"] == pytest.approx(trial.value)
         assert float(run.data.params["optimizer.lr"]) == pytest.approx(trial.params["optimizer.lr"])
     assert "0 trials done, 2 to run" in result.stdout
+    # The same command again: the study is done; it says how to go on and records no empty parent.
+    again = run_train(["sweep=optuna", "hydra.sweeper.n_trials=2", "trainer.max_epochs=2", *SMALL], mlruns, check=False)
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert "has 2 trials done, so this search would run none" in again.stderr
+    assert "hydra.sweeper.n_trials=4" in again.stderr and "hydra.sweeper.study_name=" in again.stderr
+    client = MlflowClient(store_uri(mlruns))
+    assert len(client.search_runs([client.get_experiment_by_name("triad").experiment_id],
+                                  "tags.`triad.sweep` = 'parent'")) == 1
 
 
 @pytest.mark.slow
