@@ -79,8 +79,8 @@ def use_task_defaults(cfg: DictConfig, choices: dict[str, str], overrides: list[
 
 def trainer(cfg: DictConfig, record, objective: str, mode: str, started: float, prune: bool = True):
     """(the Trainer, its best-checkpoint callback, its step timer) for this run: the
-    run's logger, checkpoints for resuming, the config's callbacks, in an Optuna trial its
-    report of the objective (prune=False: none), a stop at a step's end."""
+    run's logger, checkpoints for resuming (each saved whole), the config's callbacks,
+    in an Optuna trial its report of the objective (prune=False: none), a stop at a step's end."""
     from src import recovery, signals, trial
     from src.callbacks import ProgressBar, StepTimer
     from src.gate import instantiate
@@ -92,7 +92,8 @@ def trainer(cfg: DictConfig, record, objective: str, mode: str, started: float, 
     # Without triad's progress bar (callbacks=none), none: Lightning's own would show its v_num.
     shown = {} if "enable_progress_bar" in cfg.trainer else {"enable_progress_bar": any(
         isinstance(c, ProgressBar) for c in callbacks)}
-    trainer = instantiate(cfg.trainer, logger=record.logger(cfg.logger), callbacks=callbacks, **shown)
+    trainer = instantiate(cfg.trainer, logger=record.logger(cfg.logger), callbacks=callbacks,
+                          plugins=[recovery.WholeCheckpoints()], **shown)  # a failed save keeps the last whole
     return trainer, checkpoint, timer
 
 

@@ -22,6 +22,9 @@ def quiet_libraries() -> None:
     # Lightning's INFO lines: "GPU available: False", tips, "`Trainer.fit` stopped", checkpoint restores.
     for name in ("pytorch_lightning", "lightning_fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # MLflow logs a database error with its traceback, then raises it (a full disk: one per write):
+    # whoever catches it reports it once.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     # Lightning 2.6.6 uses torch 2.13's deprecated LeafSpec; nothing a user can change.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
     # Small data sets have fewer batches per epoch than log_every_n_steps; the steps

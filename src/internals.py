@@ -64,6 +64,14 @@ def log_step_metrics_now(trainer: "pl.Trainer") -> None:
 # Lightning ends a run it stopped on KeyboardInterrupt with SystemExit(1)
 # (trainer/call.py): src/train.py reports it as Ctrl-C (exit status 130).
 
+# Lightning's TorchCheckpointIO saves through lightning_fabric's _atomic_save: an fsspec
+# transaction whose temporary file is in the system's temp folder (tempfile.mkstemp),
+# moved onto the checkpoint at the end; on another file system shutil.move copies it into
+# the checkpoint in place, so a full disk leaves a truncated last.ckpt, and nothing is
+# fsynced. src/recovery.py's WholeCheckpoints (a CheckpointIO plugin, the public way)
+# writes beside the checkpoint instead; ModelCheckpoint and Trainer.save_checkpoint both
+# save through the strategy's checkpoint_io.
+
 
 # ---------------------------------------------------------------- MLflow 3.17.2
 
@@ -72,6 +80,15 @@ def dataset_entity(dataset):
     """An mlflow.data dataset as the entity that MlflowClient.log_inputs takes
     (the client has no public way to log a dataset object to a given run)."""
     return dataset._to_mlflow_entity()
+
+
+def sqlite_full(error: BaseException) -> bool:
+    """Whether the error is SQLite's "database or disk is full". A SQLite store raises it
+    as an MlflowException caused by SQLAlchemy's OperationalError, caused by sqlite3's,
+    whose code tells (src/recovery.py's out_of_space follows the causes)."""
+    import sqlite3
+
+    return isinstance(error, sqlite3.Error) and getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
 
 
 class PythonModelWithoutTypeHints(mlflow.pyfunc.PythonModel):

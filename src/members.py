@@ -22,7 +22,7 @@ from torchmetrics import MetricCollection
 
 from src.internals import logs_this_step
 from src.module import optimizer_and_schedule, predictions, task_metrics
-from src.recovery import val_loss
+from src.recovery import save_whole, val_loss
 
 # Where a member's metrics go on their way to its run: member<k>/val/acc is val/acc of member k.
 PREFIX = "member"
@@ -231,6 +231,5 @@ class BestMembers(Callback):
             tied = value == best and loss <= self.best_val_loss[k]
             if best is None or tied or (value > best if self.mode == "max" else value < best):
                 self.best[k], self.best_val_loss[k] = value, loss
-                path.parent.mkdir(parents=True, exist_ok=True)
-                torch.save({"state_dict": members.member_state(k), "epoch": trainer.current_epoch,
+                save_whole({"state_dict": members.member_state(k), "epoch": trainer.current_epoch,
                             "global_step": trainer.global_step, "pytorch-lightning_version": pl.__version__}, path)

@@ -129,7 +129,17 @@ class Record(NullRecord):
                 if pruned is not None:
                     self.client.set_tag(self.id, PRUNED, str(pruned))
                     error = None  # no traceback to keep: the search decided it
-                self._end(status, error)
+                try:
+                    self._end(status, error)
+                except Exception as failure:  # a full store: the error that ended the training is the news
+                    if store.lost_connection(failure, self.client.tracking_uri):
+                        raise  # src/train.py says the server did not answer
+                    why = f"{type(failure).__name__}: {(str(failure).strip() or '-').splitlines()[0]}"
+                    print(f"Run {self.id} stays RUNNING: its store could not record it {status} ({why}).",
+                          file=sys.stderr)
+                    if error is None:
+                        raise
+                    return False
         finally:
             if self.writer_lock is not None:
                 self.writer_lock.close()  # releases the lock

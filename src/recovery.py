@@ -1,9 +1,10 @@
 """How a run survives being stopped: checkpoints to resume from (random state
-included), a logger that writes the record up to each checkpoint and never a step
-twice, and a stop with a message when the loss stops being a number. (Ctrl-C and
-SIGTERM: src/signals.py.)
+included), each saved whole or not at all, a logger that writes the record up to each
+checkpoint and never a step twice, and a stop with a message when the loss stops
+being a number or the disk has no room. (Ctrl-C and SIGTERM: src/signals.py.)
 """
 
+import errno
 import math
 import os
 import random
@@ -11,6 +12,7 @@ import re
 import time
 import warnings
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
@@ -18,6 +20,7 @@ import torch
 from mlflow.entities import Metric
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import MLFlowLogger as LightningMLFlowLogger
+from pytorch_lightning.plugins import TorchCheckpointIO
 from pytorch_lightning.utilities import rank_zero_only
 
 from src import internals
@@ -26,6 +29,70 @@ from src.internals import logs_this_step
 
 class Diverged(RuntimeError):
     """The training loss became inf or NaN; the message says where and what to try."""
+
+
+class OutOfSpace(RuntimeError):
+    """A checkpoint or the run's metrics could not be written for lack of room; the
+    message names the file and how to go on (the checkpoints saved before are whole)."""
+
+
+# A file that cannot grow: a full disk, a file-size limit (ulimit -f), a quota.
+NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+RESUME = "free space, then run the same command with ckpt_path=last"
+
+
+def out_of_space(error: BaseException) -> str | None:
+    """Why the error, or one that led to it, is a lack of room ("No space left on
+    device"); None if it is not."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in NO_ROOM:
+            return os.strerror(error.errno)
+        if internals.sqlite_full(error):
+            return "database or disk is full"
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def save_whole(checkpoint: dict, path: str | os.PathLike) -> None:
+    """torch.save to `path` through `<path>.tmp` beside it, flushed to the disk and
+    renamed into place: a save that fails half-way (a full disk, a kill) leaves the
+    previous file whole. A lack of room raises OutOfSpace."""
+    path = Path(path)
+    temporary = path.with_name(f"{path.name}.tmp")  # one name: a killed save's leftover is overwritten, not piled up
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(temporary, "wb") as file:
+            torch.save(checkpoint, file)  # a file, not a path: into a path, a full disk loses its errno
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException as error:
+        temporary.unlink(missing_ok=True)
+        if (reason := out_of_space(error)) is None:
+            raise
+        kept = ", ".join(sorted(p.name for p in path.parent.glob("*.ckpt")))
+        kept = f"the checkpoints saved before ({kept}) are whole" if kept else "no checkpoint was saved before"
+        raise OutOfSpace(f"{reason} while saving {path}; {kept}: {RESUME}") from error
+    if os.name == "posix":  # the rename itself, through a power cut
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        except OSError:
+            pass  # a file system that cannot sync a folder (some network ones): the file is whole anyway
+        finally:
+            os.close(folder)
+
+
+class WholeCheckpoints(TorchCheckpointIO):
+    """Lightning's checkpoint writer, each file saved whole or not at all (save_whole):
+    Lightning's own can leave a checkpoint truncated (src/internals.py)."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None or "://" in str(path):  # a remote file system: Lightning's fsspec
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        save_whole(checkpoint, path)
 
 
 class MLFlowLogger(LightningMLFlowLogger):
@@ -78,17 +145,30 @@ class MLFlowLogger(LightningMLFlowLogger):
 
     @rank_zero_only
     def flush(self) -> None:
-        """Write the buffered metrics to the store now."""
+        """Write the buffered metrics to the store now; a store without room raises OutOfSpace."""
         self.last_flush = time.monotonic()
         while self.pending:
             batch, self.pending = self.pending[:1000], self.pending[1000:]  # MLflow's limit per call
-            self.experiment.log_batch(self.run_id, metrics=batch)
+            try:
+                self.experiment.log_batch(self.run_id, metrics=batch)
+            except Exception as error:
+                if (reason := out_of_space(error)) is None:
+                    raise
+                where = self.experiment.tracking_uri
+                raise OutOfSpace(f"{reason} while recording run {self.run_id}'s metrics in {where}; "
+                                 f"the checkpoints saved before are whole: {RESUME}") from error
 
     def finalize(self, status: str = "success") -> None:
         # Lightning calls this at the end of each stage (fit, test) and on errors.
         # It would also mark the run FINISHED before the test and the artifacts:
         # the record (src/record.py) sets the status once everything is done.
-        self.flush()
+        if status == "success":
+            self.flush()
+            return
+        try:
+            self.flush()
+        except OutOfSpace:  # the error that stopped the stage is the one to report; a resume
+            self.pending = []  # trains these steps again from the last checkpoint, and records them
 
 
 class StopOnDivergence(Callback):

@@ -130,14 +130,17 @@ def main(cfg: DictConfig) -> float | None:
             sys.exit(CTRL_C_EXIT)
         raise
     except Exception as error:
+        # src.recovery: imported by train() if it raised one of these
         from src.record import where_recorded
-        from src.recovery import Diverged  # imported by train() if it raised one
+        from src.recovery import Diverged, OutOfSpace, out_of_space
 
         # A run that failed keeps the traceback in its error.txt: one line here says what
         # happened and where that file is. Without a run that recorded it (an error before
-        # the run, or a store that could not take it) the traceback is printed, its only record.
+        # the run, or a store that could not take it) the traceback is printed, its only record;
+        # not for a lack of room, whose line names the file.
         recorded = where_recorded(error)
-        message = str(error) if isinstance(error, Diverged) else f"{type(error).__name__}: {first_line(error)}"
+        said = isinstance(error, Diverged | OutOfSpace)  # messages that say what to do
+        message = str(error) if said else f"{type(error).__name__}: {first_line(error)}"
         in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
         gone = server_gone(cfg, error, ask_server=in_sweep)
         if in_sweep:
@@ -146,7 +149,7 @@ def main(cfg: DictConfig) -> float | None:
             raise  # the sweep records this job as failed and goes on
         if gone:  # the run said whether it could be ended there
             message = f"{gone[:1].upper()}{gone[1:]}"
-        elif recorded is None:
+        elif recorded is None and not out_of_space(error):
             raise
         print(message + (f" ({recorded})" if recorded else ""), file=sys.stderr)
         sys.exit(1)

@@ -3,9 +3,11 @@ it did when checked; an upgrade that changes one fails here, not in a user's run
 
 import warnings
 from importlib.metadata import version
+from pathlib import Path
 
 import mlflow.data
 import numpy as np
+import pytest
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
@@ -154,3 +156,51 @@ def test_a_subclass_of_model_checkpoint_can_keep_its_state_key():
     arguments = {"dirpath": "x", "filename": "best", "monitor": "val/acc", "mode": "max"}
     assert BestCheckpoint(**arguments).state_key == ModelCheckpoint(**arguments).state_key
     assert ModelCheckpoint(**arguments).state_key.startswith("ModelCheckpoint{")
+
+
+def test_every_checkpoint_lightning_saves_goes_through_the_checkpoint_io_plugin(tmp_path):
+    # src/recovery.py's WholeCheckpoints keeps each file whole only if Lightning writes them all through it.
+    from src.recovery import WholeCheckpoints
+
+    saved = []
+
+    class Counted(WholeCheckpoints):
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            saved.append(Path(path).name)
+            super().save_checkpoint(checkpoint, path, storage_options)
+
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="best", monitor="train/loss", save_last=True,
+                                 every_n_train_steps=1, enable_version_counter=False)
+    trainer = pl.Trainer(max_epochs=2, callbacks=[checkpoint], plugins=[Counted()], logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(Tiny(), DataLoader(TensorDataset(torch.randn(4, 2)), batch_size=2))
+    trainer.save_checkpoint(tmp_path / "stopped.ckpt")  # src/signals.py's save on a stop
+    assert {"best.ckpt", "last.ckpt", "stopped.ckpt"} == set(saved) and len(saved) > 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt", "last.ckpt", "stopped.ckpt"]
+
+
+def test_a_full_sqlite_store_is_told_by_the_cause_of_mlflows_error(tmp_path):
+    # src/recovery.py's out_of_space follows MlflowException's causes to sqlite3's error code.
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy import event
+    from sqlalchemy.pool import Pool
+
+    from src.recovery import out_of_space
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    run_id = client.create_run(client.create_experiment("full")).info.run_id
+
+    def no_new_pages(connection, record, proxy):  # the database cannot grow: as on a full disk
+        pages = connection.execute("PRAGMA page_count").fetchone()[0]
+        connection.execute(f"PRAGMA max_page_count = {pages}")
+
+    event.listen(Pool, "checkout", no_new_pages)
+    try:
+        with pytest.raises(MlflowException) as caught:
+            client.log_batch(run_id, metrics=[Metric(f"m{i}", 1.0, 0, 0) for i in range(1000)])
+    finally:
+        event.remove(Pool, "checkout", no_new_pages)
+    assert out_of_space(caught.value) == "database or disk is full"
+    assert out_of_space(MlflowException("database is locked")) is None
