@@ -3,9 +3,10 @@
 - `seeds`: K=5 seeds of the MLP and of the CNN on digits (the default run, 20 epochs):
   one command with seeds=[0,1,2,3,4] against five commands, one per seed, and against
   one command of one seed; whole wall time of the commands.
-- `seeds_sweep`: `sweep=architectures` as it stands (5 models x 3 seeds, 15 jobs)
-  against the same comparison with seeds_together=true (5 jobs of 3 seeds): the whole
-  command's wall time, that is until the report is written; the verdicts of both.
+- `seeds_sweep`: `sweep=architectures` with one job per seed (seeds_together=false)
+  against the same comparison with seeds_together=true (one job per model, its seeds
+  side by side): the whole command's wall time, that is until the report is written;
+  the verdicts of both (Holm's, the ones the champion needs).
 """
 
 from pathlib import Path
@@ -37,7 +38,8 @@ def seeds(store: Path, repeats: int) -> list[Result]:
 def seeds_sweep(store: Path, repeats: int) -> list[Result]:
     commands = {
         # skip_finished=false: a repeat trains again rather than re-using the runs of the last
-        "as it stands": train(store, "sweep=architectures", "skip_finished=false", "experiment_name=arch-apart"),
+        "as it stands": train(store, "sweep=architectures", "seeds_together=false", "skip_finished=false",
+                              "experiment_name=arch-apart"),
         "seeds together": train(store, "sweep=architectures", "seeds_together=true", "skip_finished=false",
                                 "experiment_name=arch-together"),
     }
@@ -53,11 +55,11 @@ def seeds_sweep(store: Path, repeats: int) -> list[Result]:
 
 
 def verdicts_of(store: Path, experiment: str) -> str:
-    """The latest sweep's `triad.verdicts` tag in that experiment."""
+    """The latest sweep's `triad.verdicts_holm` tag in that experiment (Holm's verdicts)."""
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{store}/mlflow.db")
     found = client.get_experiment_by_name(experiment)
     parents = client.search_runs([found.experiment_id], "tags.`triad.sweep` = 'parent'",
                                  order_by=["attributes.start_time DESC"], max_results=1)
-    return parents[0].data.tags.get("triad.verdicts", "-") if parents else "-"
+    return parents[0].data.tags.get("triad.verdicts_holm", "-") if parents else "-"
