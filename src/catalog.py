@@ -126,30 +126,55 @@ def _in(low, high, integer=False, low_open=False, high_open=False):
     return ok
 
 
+def _list_of(accepts):
+    """A check of a non-empty list whose every item accepts passes."""
+    def ok(value) -> bool:
+        is_list = isinstance(value, list | tuple) or type(value).__name__ == "ListConfig"
+        return is_list and len(value) > 0 and all(accepts(item) for item in value)
+    return ok
+
+
+def _batches_limit(value) -> bool:
+    """Lightning's limit_*_batches: a whole number of batches, or a fraction of them (a float)."""
+    return _in(1, None, integer=True)(value) or (isinstance(value, float) and _in(0, 1, low_open=True)(value))
+
+
 # numpy's seeding (and so Lightning's seed_everything) takes 32-bit seeds.
 MAX_SEED = 2**32 - 1
+# A batch of more rows than any data set here has; a DataLoader's batch sampler refuses
+# batch sizes above sys.maxsize (islice), and a batch is indexed with 64-bit integers.
+MAX_BATCH_SIZE = 2**31 - 1
+# MLflow's longest experiment name (mlflow.utils.validation.MAX_EXPERIMENT_NAME_LENGTH,
+# mlflow 3.17; tests/test_validate.py checks it): a longer one fails once the store exists.
+MAX_EXPERIMENT_NAME = 500
 AT_LEAST_1, AT_LEAST_0 = "must be an integer >= 1.", "must be an integer >= 0."
+SEED_RANGE = (_in(0, MAX_SEED, integer=True), f"the seed must be an integer >= 0 and <= {MAX_SEED} "
+              "(what numpy's seeding takes).")
 # The values each key takes, whichever option holds it: key -> (accepts, what to use).
 # torch accepts many values outside these and trains on with a rate that is zero,
 # negative or growing without bound (StepLR with step_size=-1 multiplies it by
 # 1/gamma every step), or an inf that passes every `> 0` test.
 RANGES = {
-    "seed": (_in(0, MAX_SEED, integer=True), f"the seed must be an integer >= 0 and <= {MAX_SEED} "
-             "(what numpy's seeding takes)."),
+    "seed": SEED_RANGE,
+    "objective": (lambda v: isinstance(v, str) and bool(v.strip()),
+                  "the name of one metric the run logs, e.g. objective=val/acc (or null: the task's default)."),
     "optimizer.lr": (_in(0, None, low_open=True), "the learning rate must be a number > 0 and finite, e.g. 0.001."),
     "optimizer.weight_decay": (_in(0, None), "must be a number >= 0."),
     "optimizer.momentum": (_in(0, 1, high_open=True), "must be a number in [0, 1)."),
     "optimizer.betas": (lambda v: len(v) == 2 and all(_in(0, 1, high_open=True)(b) for b in v)
                         if isinstance(v, list | tuple) or type(v).__name__ == "ListConfig" else False,
                         "must be two numbers in [0, 1), e.g. [0.9, 0.999]."),
-    "data.batch_size": (lambda v: v == "full" or _in(1, None, integer=True)(v),
-                        "use an integer >= 1, or 'full' for batch gradient descent."),
+    "data.batch_size": (lambda v: v == "full" or _in(1, MAX_BATCH_SIZE, integer=True)(v),
+                        f"use an integer >= 1 (at most {MAX_BATCH_SIZE}), or 'full' for batch gradient descent."),
     "data.val_fraction": (_in(0, 1, low_open=True, high_open=True), "must be a fraction in (0, 1), e.g. 0.2."),
     "data.test_fraction": (_in(0, 1, low_open=True, high_open=True), "must be a fraction in (0, 1), e.g. 0.2."),
+    "data.split_seed": SEED_RANGE,
     "model.dropout": (_in(0, 1, high_open=True), "must be in [0, 1)."),
     **{f"model.{k}": (_in(1, None, integer=True), AT_LEAST_1)
        for k in ("hidden_size", "embed_dim", "d_model", "num_heads", "ff_size", "latent_dim", "channels")},
     **{f"model.{k}": (_in(0, None, integer=True), AT_LEAST_0) for k in ("num_layers", "head_hidden_size")},
+    "model.hidden_sizes": (_list_of(_in(1, None, integer=True)), "a list of layer sizes, each an integer >= 1, "
+                           "e.g. [64, 32] (or null: hidden_size x num_layers)."),
     "model.pooling": (lambda v: v in POOLINGS, f"use one of {', '.join(POOLINGS)}."),
     "trainer.max_epochs": (_in(1, None, integer=True), AT_LEAST_1),
     "trainer.accelerator": (lambda v: v in ACCELERATORS, f"use one of {', '.join(ACCELERATORS)}."),
@@ -158,6 +183,8 @@ RANGES = {
     "trainer.num_nodes": (_in(1, None, integer=True), AT_LEAST_1),
     "trainer.gradient_clip_val": (_in(0, None), "must be a number >= 0, or null."),
     "trainer.log_every_n_steps": (_in(1, None, integer=True), AT_LEAST_1),
+    "trainer.limit_train_batches": (_batches_limit, "use a number of batches >= 1 or a fraction of them in (0, 1], "
+                                    "e.g. 0.1 (0 trains on nothing; null: every batch)."),
     "checkpoint_every_n_steps": (_in(1, None, integer=True), AT_LEAST_1),
     "compile": (lambda v: isinstance(v, bool), "must be true or false."),
     # how the report judges a sweep (src/stats.py, src/compare.py)
@@ -185,6 +212,12 @@ RANGES = {
     "scheduler.patience": (_in(0, None, integer=True), "must be an integer >= 0 (validations without improvement)."),
     "scheduler.threshold": (_in(0, None), "must be a number >= 0."),
 }
+
+# The keys of RANGES whose null means something (Lightning's or triad's default); null for
+# any other fails in the constructor that takes it, after the store and the run exist.
+NULLABLE = frozenset({"seed", "objective", "model.hidden_sizes", "trainer.max_epochs", "trainer.log_every_n_steps",
+                      "trainer.gradient_clip_val", "trainer.limit_train_batches", "checkpoint_every_n_steps",
+                      "compare.min_difference"})
 
 
 def fit_problem(model: str, input_kind: str, task: str) -> str | None:

@@ -36,7 +36,7 @@ from rich.console import Console
 
 from src import PROJECT_ROOT, champion, record, sequential, stats, store
 from src.identity import NOT_TRAINING
-from src.validate import ConfigError
+from src.validate import ConfigError, folder_problem, one_of
 
 # Params recorded on every run that follow from others (sizes), never compared on their own.
 DERIVED = ("seed", "seeds", "seeds_together", "model.num_params", "data.train_size", "compare.scientific",
@@ -465,10 +465,20 @@ def main(argv: list[str] | None = None) -> None:
                          f"in experiment '{args.experiment}'. Give a sweep's id (the id of its parent run, "
                          "tagged triad.sweep=parent), run one (python -m src.train -m ...) or pass --filter.")
         runs = sweep_runs(client, parent.info.run_id)
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    if args.metric and finished and not any(args.metric in r.data.metrics or f"{args.metric}_best" in r.data.metrics
+                                            for r in finished):
+        logged = sorted({key.removesuffix("_best") for r in finished for key in r.data.metrics})
+        parser.error(f"--metric {args.metric}: none of the {len(finished)} FINISHED runs compared logs it; "
+                     f"{one_of(args.metric, logged)}")
     out = args.out
     if out is None:
         sweep_dir = parent.data.tags.get(record.SWEEP_DIR) if parent else None
         out = Path(sweep_dir) / report_folder(args.metric, runs) if sweep_dir else PROJECT_ROOT / "mlruns" / "reports" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    if problem := folder_problem(out):
+        where = f"--out {out}" if args.out else f"the report's folder {out}"
+        parser.error(f"{where}: {problem}; report.md, report.html and the plots go there. "
+                     "Give a folder that can be written: --out <folder>.")
     split = lambda text: text.split(",") if text else None  # noqa: E731
     try:
         report(client, runs, out, parent, args.metric, split(args.by), split(args.nuisance),

@@ -1,17 +1,17 @@
 """The command line checked before Hydra composes it: every misspelled option and
 key at once (Hydra stops at the first), each with its close matches; a `+key` that
 exists already or that the object it is added to does not take; an output folder
-that cannot be written; and Hydra's own callbacks through the gate.
+that cannot be written; Hydra's own callbacks through the gate; and what every job
+of a sweep would be refused for (before Hydra creates the sweep's parent run).
 """
 
 import difflib
-import tempfile
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from src.gate import target_problems
-from src.validate import one_of
+from src.validate import folder_problem, one_of, sweep_problems
 
 # Flags after which Hydra reads another config than conf/train.yaml.
 OTHER_CONFIG_FLAGS = ("-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir")
@@ -22,8 +22,8 @@ def override_problems(args: list[str], conf_dir: Path, config_name: str = "train
     (Hydra itself stops at the first), each with the close matches. A `+key` must
     be new, and under a built object (trainer, model, ...) an argument it takes.
     And what Hydra does before any job starts, where it fails with a traceback:
-    building its callbacks (through the gate) and creating the output folder."""
-    from hydra import compose, initialize_config_dir
+    building its callbacks (through the gate) and creating the output folder; and
+    for a sweep, what every job would be refused for, before its parent run exists."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     if any(a.split("=")[0] in OTHER_CONFIG_FLAGS for a in args):
@@ -57,8 +57,7 @@ def override_problems(args: list[str], conf_dir: Path, config_name: str = "train
         else:
             keys.append(key)
     try:
-        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            cfg = compose(config_name, overrides=composable, return_hydra_config=True)
+        cfg = _composed(conf_dir, config_name, composable)
     except Exception:
         return problems  # Hydra reports what else is wrong
     for key in keys:
@@ -68,31 +67,44 @@ def override_problems(args: list[str], conf_dir: Path, config_name: str = "train
     problems += target_problems(cfg.hydra.get("callbacks") or {}, "hydra.callbacks")
     if problems:
         return problems
-    multirun = any(a in ("-m", "--multirun") for a in args)
     single = [o.input_line for o in overrides if not o.is_sweep_override()]  # sweeps vary no folder
-    return output_problems(conf_dir, config_name, single, multirun)
+    try:
+        cfg = _composed(conf_dir, config_name, single)
+    except Exception:
+        return []  # Hydra's own message says what does not compose
+    # -m on the command line, or a sweep file's `hydra.mode: MULTIRUN`
+    multirun = any(a in ("-m", "--multirun") for a in args) or str(cfg.hydra.mode).endswith("MULTIRUN")
+    if problems := output_problems(cfg, multirun):
+        return problems
+    if not multirun:
+        return []  # a single run is judged by validate() before its run, all at once
+    swept = {o.key_or_group: list(o.sweep_iterator()) if o.is_discrete_sweep() else None
+             for o in overrides if o.is_sweep_override()}
+    fixed = {o.key_or_group: o.value() for o in overrides if not o.is_sweep_override() and not o.is_delete()}
+    try:
+        return sweep_problems(cfg, swept, fixed)
+    except Exception:
+        return []  # what does not resolve: Hydra says it; each job judges the rest
 
 
-def output_problems(conf_dir: Path, config_name: str, overrides: list[str], multirun: bool) -> list[str]:
-    """Whether Hydra can create the output folder: the nearest folder on its way that
-    exists must take a new file (tried, so that a read-only mount counts, for root too)."""
+def _composed(conf_dir: Path, config_name: str, overrides: list[str]) -> DictConfig:
     from hydra import compose, initialize_config_dir
 
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        return compose(config_name, overrides=overrides, return_hydra_config=True)
+
+
+def output_problems(cfg: DictConfig, multirun: bool) -> list[str]:
+    """Whether Hydra can create the output folder: the nearest folder on its way that
+    exists must take a new file."""
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     try:
-        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
         folder = Path(OmegaConf.select(cfg, key))
     except Exception:
-        return []  # Hydra's own message says what does not compose or resolve
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as error:
-        return [f"{key}={folder}: cannot write into {existing} ({error.strerror}); Hydra puts the run's "
-                "outputs there. Make it writable, or set paths.mlruns_dir (outputs and the store) to a "
-                "writable folder."]
+        return []  # Hydra's own message says what does not resolve
+    if problem := folder_problem(folder):
+        return [f"{key}={folder}: {problem}; Hydra puts the run's outputs there. Make it writable, or set "
+                "paths.mlruns_dir (outputs and the store) to a writable folder."]
     return []
 
 

@@ -4,6 +4,7 @@ gate (src/gate.py) imports the modules the config's targets name.
 """
 
 import difflib
+import tempfile
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -14,7 +15,9 @@ from src.catalog import (
     DATA,
     FULL_BATCH_OPTIMIZERS,
     LOSSES,
+    MAX_EXPERIMENT_NAME,
     MODELS,
+    NULLABLE,
     PRECISIONS,
     RANGES,
     TASK_LOSS,
@@ -114,41 +117,80 @@ def one_of(value, options) -> str:
 def value_problems(cfg: DictConfig, overrides: list[str] = ()) -> list[str]:
     """Values of the wrong type or out of their range (catalog.RANGES), and the rules
     between keys, each with what would work."""
+    return [problem for _, problem in keyed_problems(cfg, overrides)]
+
+
+_ABSENT = object()
+
+
+def shown(value, longest: int = 60) -> str:
+    """A value as the messages show it: null as the user types it, a long one cut short."""
+    if value is None:
+        return "null"
+    text = repr(value)
+    return text if len(text) <= longest else f"{text[:longest - 5]}...{text[-1]} ({len(str(value)):,} characters)"
+
+
+def range_problem(key: str, value) -> str | None:
+    """What is wrong with one value of a key of catalog.RANGES, or None (null passes where
+    it means something: catalog.NULLABLE)."""
+    accepts, need = RANGES[key]
+    if value is None:
+        return None if key in NULLABLE else f"{key}=null: {need}"
+    return None if accepts(value) else f"{key}={shown(value)}: {need}"
+
+
+def keyed_problems(cfg: DictConfig, overrides: list[str] = ()) -> list[tuple[tuple[str, ...], str]]:
+    """value_problems, each with the config keys it judges (a sweep that varies one of
+    them judges it job by job: sweep_problems)."""
     problems = []
-    for key, (accepts, need) in RANGES.items():
-        value = OmegaConf.select(cfg, key, default=None)
-        if value is not None and not accepts(value):
-            problems.append(f"{key}={value!r}: {need}")
+    for key in RANGES:
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        if value is not _ABSENT and (problem := range_problem(key, value)):
+            problems.append(((key,), problem))
     for key, names in (("model.activation", ACTIVATIONS), ("trainer.precision", PRECISIONS)):
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and str(value) not in names:
-            problems.append(f"{key}={value!r}: {one_of(value, names)}")
+            problems.append(((key,), f"{key}={value!r}: {one_of(value, names)}"))
     name = cfg.get("experiment_name")
     if store.tracked(cfg) and not (isinstance(name, str) and name.strip()):
-        problems.append(f"experiment_name={name!r}: MLflow needs a name for the experiment, e.g. experiment_name=triad.")
+        problems.append((("experiment_name", "logger"),
+                         f"experiment_name={name!r}: MLflow needs a name for the experiment, e.g. experiment_name=triad."))
+    elif store.tracked(cfg) and len(name) > MAX_EXPERIMENT_NAME:
+        problems.append((("experiment_name", "logger"),
+                         f"experiment_name={shown(name)}: MLflow takes names of at most {MAX_EXPERIMENT_NAME} "
+                         "characters; use a shorter one, e.g. experiment_name=triad."))
     d_model, heads = cfg.model.get("d_model"), cfg.model.get("num_heads")
     if is_int(d_model) and is_int(heads) and (problem := heads_problem(d_model, heads)):
-        problems.append(problem)
-    problems += seeds_problems(cfg.get("seeds"), overrides)
+        problems.append((("model.d_model", "model.num_heads"), problem))
+    problems += [(("seeds", "seed"), p) for p in seeds_problems(cfg.get("seeds"), overrides)]
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path == "last" and not store.tracked(cfg):
-        problems.append("ckpt_path='last' looks up the unfinished run in MLflow: it needs logger=mlflow "
-                        "(or give the checkpoint's path).")
+        problems.append((("ckpt_path", "logger"), "ckpt_path='last' looks up the unfinished run in MLflow: it needs "
+                         "logger=mlflow (or give the checkpoint's path)."))
     elif ckpt_path not in (None, "last") and not Path(str(ckpt_path)).is_file():
-        problems.append(f"ckpt_path={ckpt_path!r}: no such file; use a checkpoint's path, 'last' or null.")
+        problems.append((("ckpt_path",), f"ckpt_path={ckpt_path!r}: no such file; use a checkpoint's path, 'last' or null."))
     for key in cfg.data or {}:
         if OmegaConf.is_missing(cfg.data, key):
-            problems.append(f"data.{key} is required: set it on the command line, e.g. data.{key}=...")
+            problems.append(((f"data.{key}",), f"data.{key} is required: set it on the command line, e.g. data.{key}=..."))
     batch_size, target = cfg.data.get("batch_size"), cfg.optimizer.get("_target_")
     if target in FULL_BATCH_OPTIMIZERS and batch_size is not None and batch_size != "full":
-        problems.append(
+        problems.append((("data.batch_size", "optimizer"),
             f"data.batch_size={batch_size!r} with {target}: its line search and curvature history "
             "assume one fixed objective, which mini-batches change every step. Set data.batch_size=full."
-        )
+        ))
+    val, test = cfg.data.get("val_fraction"), cfg.data.get("test_fraction")
+    accepts = RANGES["data.val_fraction"][0]
+    if accepts(val) and accepts(test) and val + test >= 1 and not cfg.data.get("split_column"):
+        problems.append((("data.val_fraction", "data.test_fraction"),
+                         f"data.val_fraction={val!r} and data.test_fraction={test!r} leave no rows to train on: "
+                         f"the two together ({val + test:g}) must be below 1, e.g. data.val_fraction=0.1 "
+                         "data.test_fraction=0.2."))
     eta_min, lr = (cfg.get("scheduler") or {}).get("eta_min"), cfg.optimizer.get("lr")
     if is_number(eta_min) and is_number(lr) and eta_min >= lr > 0:
-        problems.append(f"scheduler.eta_min={eta_min!r} is not below optimizer.lr={lr!r}: the schedule would "
-                        f"raise the rate instead of decaying it; use e.g. scheduler.eta_min=0.")
+        problems.append((("scheduler.eta_min", "optimizer.lr"),
+                         f"scheduler.eta_min={eta_min!r} is not below optimizer.lr={lr!r}: the schedule would "
+                         f"raise the rate instead of decaying it; use e.g. scheduler.eta_min=0."))
     return problems
 
 
@@ -183,3 +225,70 @@ def validate(cfg: DictConfig, choices: dict[str, str], overrides: list[str] = ()
         raise ConfigError(problems)
 
 
+# Config groups whose options set keys anywhere in the config (`# @package _global_`).
+GLOBAL_GROUPS = ("experiment", "sweep", "debug")
+
+
+def _varies(key: str, varied: set[str]) -> bool:
+    """Whether a sweep that varies these keys (and groups) changes key."""
+    return any(key == v or key.startswith(v + ".") or v.startswith(key + ".") for v in varied)
+
+
+def sweep_problems(cfg: DictConfig, swept: dict[str, list | None], fixed: dict | None = None) -> list[str]:
+    """Before a sweep starts (src/overrides.py), while nothing is recorded: what every one
+    of its jobs would be refused for, and each listed value of a swept key that its job
+    would be. cfg: composed with the command's fixed overrides and Hydra's config (the
+    swept keys at their defaults); swept: each swept key or group with its listed values
+    (None: drawn by the sweeper); fixed: the command's other keys and values, which every
+    job takes as they are, whatever option of a swept group it builds. What depends on a
+    swept key is judged job by job."""
+    params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
+    varied = {str(key).lstrip("+~") for key in (*swept, *params)}
+    problems = storage_problems(OmegaConf.select(cfg, "hydra.sweeper.storage", default=None))
+    listed = {**{key: [value] for key, value in (fixed or {}).items()}, **swept}
+    for key, values in listed.items():
+        for value in values or ():
+            interpolated = isinstance(value, str) and "${" in value  # resolved in the job
+            if key.lstrip("+~") in RANGES and not interpolated and (problem := range_problem(key.lstrip("+~"), value)):
+                problems.append(problem)
+    if not varied & set(GLOBAL_GROUPS):  # else an experiment (or sweep, debug option) per job: any key may differ
+        problems += [p for keys, p in keyed_problems(cfg) if not any(_varies(k, varied) for k in keys)]
+    return list(dict.fromkeys(problems))  # a fixed key's problem once
+
+
+def storage_problems(storage) -> list[str]:
+    """hydra.sweeper.storage, where an Optuna search keeps its study: a database whose
+    driver is not installed fails as the search opens it, after the sweep's parent run."""
+    if not isinstance(storage, str) or storage.split(":", 1)[0].split("+")[0] not in store.DATABASES:
+        return []
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        url = make_url(storage)
+        shown_url = url.render_as_string(hide_password=True)
+        url.get_dialect().import_dbapi()  # what SQLAlchemy imports when Optuna opens the storage
+    except (ArgumentError, NoSuchModuleError):
+        return []  # not a URL SQLAlchemy reads: Optuna's own message says why
+    except ImportError as error:
+        package = store.DRIVER_PACKAGES.get(error.name, error.name)
+        return [f"hydra.sweeper.storage={shown_url}: the Optuna study's database driver is not installed (no module "
+                f"{error.name!r}). Install it (pip install {package}), or keep the study in SQLite "
+                "(hydra.sweeper.storage=sqlite:///<file>; the default is beside the MLflow store) or in memory (null)."]
+    return []
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why files cannot be written into folder (created where it does not exist yet): a
+    file on its way, or a nearest existing folder that takes no new file (tried, so that
+    a read-only mount counts, for root too)."""
+    folder = Path(folder).expanduser().absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        return f"cannot write into {existing} ({error.strerror})"
+    return None

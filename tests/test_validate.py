@@ -157,6 +157,35 @@ def test_good_overrides_raise_no_problem():
     assert override_problems(good, CONF_DIR) == []
 
 
+@pytest.mark.parametrize("args", [
+    ["sweep=optuna"], ["sweep=architectures"], ["experiment=attention,vae", "trainer.max_epochs=1"],
+    # judged job by job: each value of the swept key decides (eta_min is below 0.1, not 0.01)
+    ["optimizer.lr=0.1,0.01", "scheduler=cosine", "scheduler.eta_min=0.05"],
+    ["model=mlp,lstm", "model.hidden_size=16", "seed=0,1,2", "data.batch_size=full,16"],
+], ids=lambda args: " ".join(args))
+def test_a_sweep_is_refused_only_for_what_every_job_would_be(args):
+    assert override_problems(["-m", *args], CONF_DIR) == []
+
+
+@pytest.mark.parametrize("args,problem", [
+    (["compare.alpha=5", "seed=0,1"], "compare.alpha=5: the false-verdict rate"),
+    (["data.batch_size=null,32"], "data.batch_size=null: use an integer >= 1"),
+    (["model=mlp,lstm", "model.hidden_size=0"], "model.hidden_size=0: must be an integer >= 1."),  # whatever model
+    (["seed=0,1", "data=iris", "data.val_fraction=0.6", "data.test_fraction=0.6"], "leave no rows to train on"),
+], ids=lambda value: " ".join(value) if isinstance(value, list) else "")
+def test_a_sweep_every_job_of_which_would_be_refused_is_refused_before_it_starts(args, problem):
+    [found] = override_problems(["-m", *args], CONF_DIR)
+    assert problem in found
+
+
+def test_the_longest_experiment_name_is_mlflows():
+    from mlflow.utils.validation import MAX_EXPERIMENT_NAME_LENGTH
+
+    from src.catalog import MAX_EXPERIMENT_NAME
+
+    assert MAX_EXPERIMENT_NAME == MAX_EXPERIMENT_NAME_LENGTH
+
+
 def test_every_problem_of_a_command_is_reported_at_once_and_nothing_runs(mlruns):
     result = run_train(["trainer.max_epoch=2", "model=mpl", "optimizer=adamz"], mlruns, check=False)
     assert result.returncode == 2

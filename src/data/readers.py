@@ -71,14 +71,29 @@ class CsvDataModule(UserDataModule):
             frame = pd.read_parquet(self.path)
         except Exception as error:  # pyarrow's errors name no common base class
             raise DataError(f"data.path={self.source}: not a Parquet file pandas can read ({error})") from None
+        self._check_names([str(name) for name in frame.columns], "")
         # Cells as the text a CSV would hold; a missing one (None, NaN) is empty.
         table = {str(name): ["" if pd.isna(v) else str(v) for v in frame[name].tolist()] for name in frame.columns}
         return table, [f"row {i}" for i in range(len(frame))]
+
+    def _check_names(self, names: list[str], where: str) -> None:
+        """Two columns of one name would be read as one, its cells from both interleaved:
+        features no longer in line with their labels."""
+        positions: dict[str, list[int]] = {}
+        for number, name in enumerate(names, start=1):
+            positions.setdefault(name, []).append(number)
+        repeated = {name: numbers for name, numbers in positions.items() if len(numbers) > 1}
+        if repeated:
+            which = "; ".join(f"{name!r} names columns {', '.join(map(str, numbers[:-1]))} and {numbers[-1]}"
+                              for name, numbers in repeated.items())
+            raise DataError(f"{self.source}{where}: a column name repeats ({which}); each column needs a name of "
+                            "its own. Rename the copies, or remove the columns repeated by mistake.")
 
     def _rows(self, reader) -> tuple[dict[str, list[str]], list[str]]:
         header = next(reader, None)
         if header is None:
             raise DataError(f"{self.source} is empty; it needs a header line and rows")
+        self._check_names(header, f", line {reader.line_num}")
         table: dict[str, list[str]] = {name: [] for name in header}
         where = []
         for fields in reader:

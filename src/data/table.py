@@ -130,10 +130,11 @@ class RawTable:
         if not set(self.columns) & set(rows.columns):
             raise ValueError(f"the rows have none of the model's columns {self.columns}; they have {list(rows.columns)}")
         rows = rows.reindex(columns=self.columns)  # absent columns: NaN
-        typed = pd.DataFrame(index=rows.index)
+        typed = {}  # built whole at the end: a frame grown column by column is quadratic in its width
+        categorical, integers = set(self.categorical), set(self.integers)
         for name in self.columns:
             values = [np.nan if is_missing(v) else v for v in rows[name].tolist()]
-            if name in self.categorical:
+            if name in categorical:
                 typed[name] = pd.Series([v if v is np.nan else str(v).strip() for v in values], index=rows.index,
                                         dtype=object)
                 continue
@@ -141,9 +142,9 @@ class RawTable:
                 numbers = np.asarray(values, dtype=np.float64)
             except ValueError:
                 raise ValueError(f"column {name!r} holds a value that is not a number: {values}") from None
-            whole = name in self.integers and not np.isnan(numbers).any()
-            typed[name] = numbers.astype(np.int64) if whole else numbers
-        return typed
+            whole = name in integers and not np.isnan(numbers).any()
+            typed[name] = pd.Series(numbers.astype(np.int64) if whole else numbers, index=rows.index)
+        return pd.DataFrame(typed, index=rows.index)
 
     def encode(self, rows) -> torch.Tensor:
         return torch.tensor(self.fitted.transform(self.frame(rows)), dtype=torch.float32)
