@@ -29,6 +29,14 @@ def study_of(mlruns: Path) -> optuna.Study:
     return optuna.load_study(study_name="triad", storage=f"sqlite:///{mlruns}/optuna.db")
 
 
+def by_trial(mlruns: Path) -> dict[int, list]:
+    """The sweep's runs by their trial's number: sweep=optuna trains 3 seeds a trial."""
+    runs: dict[int, list] = {}
+    for run in children(mlruns):
+        runs.setdefault(int(run.data.tags["triad.trial"]), []).append(run)
+    return runs
+
+
 def children(mlruns: Path) -> list:
     client = MlflowClient(store_uri(mlruns))
     experiment = client.get_experiment_by_name("triad")
@@ -73,13 +81,14 @@ def test_each_trial_is_an_mlflow_child_and_a_complete_trial_of_the_stored_study(
     result = run_train(["sweep=optuna", "hydra.sweeper.n_trials=2", "trainer.max_epochs=2", *SMALL], mlruns)
     trials = study_of(mlruns).trials
     assert [(t.number, t.state) for t in trials] == [(0, TrialState.COMPLETE), (1, TrialState.COMPLETE)]
-    assert all(sorted(t.intermediate_values) == [1, 2] for t in trials)  # val/acc after each epoch
-    runs = sorted(children(mlruns), key=lambda r: int(r.data.tags["triad.trial"]))
-    assert [r.data.tags["triad.trial"] for r in runs] == ["0", "1"]
-    for run, trial in zip(runs, trials, strict=True):
-        assert run.info.status == "FINISHED"
-        assert run.data.metrics["val/acc_best"] == pytest.approx(trial.value)
-        assert float(run.data.params["optimizer.lr"]) == pytest.approx(trial.params["optimizer.lr"])
+    assert all(sorted(t.intermediate_values) == [1, 2] for t in trials)  # the seeds' mean val/loss after each epoch
+    runs = by_trial(mlruns)
+    assert sorted(runs) == [0, 1] and all(len(members) == 3 for members in runs.values())  # 3 seeds a trial
+    for trial in trials:
+        assert all(r.info.status == "FINISHED" for r in runs[trial.number])
+        assert sum(r.data.metrics["val/loss_best"] for r in runs[trial.number]) / 3 == pytest.approx(trial.value)
+        assert all(float(r.data.params["optimizer.lr"]) == pytest.approx(trial.params["optimizer.lr"])
+                   for r in runs[trial.number])
     assert "0 trials done, 2 to run" in result.stdout
     # The same command again: the study is done; it says how to go on and records no empty parent.
     again = run_train(["sweep=optuna", "hydra.sweeper.n_trials=2", "trainer.max_epochs=2", *SMALL], mlruns, check=False)
@@ -123,22 +132,21 @@ def test_a_stopped_search_resumes_its_study(tmp_path):
 
 @pytest.mark.slow
 def test_a_bad_trial_is_pruned_and_recorded_as_pruned(mlruns):
-    # lr 1e-8 hardly moves from chance; after one finished trial (lr 0.05) it lags from epoch 2.
+    # lr 1e-8 hardly moves from chance; after one finished trial (lr 0.05) its val/loss lags from epoch 2.
     result = run_train(["sweep=optuna", "hydra.sweeper.n_trials=3", "trainer.max_epochs=8",
                         "optimizer.lr=choice(0.00000001, 0.05)", "model.hidden_size=64",
                         "hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.pruner.n_warmup_steps=2", *SMALL],
                        mlruns)
     pruned = [t for t in study_of(mlruns).trials if t.state == TrialState.PRUNED]
     assert pruned and all(t.params["optimizer.lr"] == 1e-8 for t in pruned)
-    runs = {r.data.tags["triad.trial"]: r for r in children(mlruns)}
-    for trial in pruned:
-        run = runs[str(trial.number)]
-        assert run.info.status == "KILLED"
-        assert run.data.tags["triad.pruned"] == str(max(trial.intermediate_values)) == "2"
+    runs = by_trial(mlruns)
+    for trial in pruned:  # the trial's seeds, side by side, are pruned as one
+        assert {r.info.status for r in runs[trial.number]} == {"KILLED"}
+        assert {r.data.tags["triad.pruned"] for r in runs[trial.number]} == {str(max(trial.intermediate_values))} == {"2"}
         assert f"trial {trial.number}: pruned after epoch 2" in result.stdout
     report = next(mlruns.glob("multiruns/*/*/report/report.md")).read_text()
-    assert f"{len(pruned)} pruned (stopped early by the Optuna pruner, not scored), 0 not finished" in report
-    assert "| all | 1 | 0 |" in report  # the one finished run is scored; the pruned are not failures
+    assert f"{3 * len(pruned)} pruned (stopped early by the Optuna pruner, not scored), 0 not finished" in report
+    assert "| all | 3 | 0 |" in report  # the finished trial's 3 seeds are scored; the pruned are not failures
 
 
 @pytest.mark.slow
@@ -148,5 +156,5 @@ def test_a_trial_of_several_seeds_is_their_mean_and_reports_it_each_epoch(mlruns
     runs = children(mlruns)
     assert sorted(r.data.params["seed"] for r in runs) == ["0", "1"]  # each seed its own run of the trial
     assert {r.data.tags["triad.trial"] for r in runs} == {"0"}
-    assert trial.value == pytest.approx(sum(r.data.metrics["val/acc_best"] for r in runs) / 2)
+    assert trial.value == pytest.approx(sum(r.data.metrics["val/loss_best"] for r in runs) / 2)
     assert sorted(trial.intermediate_values) == [1, 2]  # the members' mean after each epoch

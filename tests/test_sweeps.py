@@ -44,8 +44,9 @@ def check_sweep(client, parent, children, jobs: int, status: str = "FINISHED") -
 @pytest.mark.slow
 def test_named_sweep_with_the_basic_launcher_ends_with_a_report(mlruns):
     # sweep=architectures, shrunk: 2 models x 2 optimizers x 2 seeds, one epoch each.
+    # seeds_together=false: one job per seed (the file trains a choice's seeds in one job)
     result = run_train(["sweep=architectures", "model=linear,mlp", "optimizer=sgd,adam", "seed=0,1",
-                        "compare.scientific=[model,optimizer]", *SMALL], mlruns)
+                        "seeds_together=false", "compare.scientific=[model,optimizer]", *SMALL], mlruns)
     client, parents, children = sweep_record(mlruns)
     assert len(parents) == 1 and len(children) == 8
     assert all(r.info.status == "FINISHED" for r in children)
@@ -67,16 +68,21 @@ def test_named_sweep_with_the_basic_launcher_ends_with_a_report(mlruns):
 
 
 @pytest.mark.slow
-def test_sweep_architectures_at_its_own_size_names_a_verdict_for_every_pair(mlruns):
-    # The named sweep as a user runs it: 5 models x 3 seeds, 5 epochs, on digits.
-    result = run_train(["sweep=architectures"], mlruns, timeout=900)
+def test_sweep_architectures_as_typed_has_the_seeds_to_decide_every_pair(mlruns):
+    # The named sweep as a user runs it, shortened in epochs only: 5 models x 8 seeds, each
+    # model's seeds in one job (side by side, or one after another for rnn and lstm).
+    result = run_train(["sweep=architectures", "trainer.max_epochs=3"], mlruns, timeout=1500)
     client, parents, children = sweep_record(mlruns)
-    assert len(children) == 15 and all(r.info.status == "FINISHED" for r in children)
-    report = check_sweep(client, parents[0], children, 15)
+    assert len(children) == 40 and all(r.info.status == "FINISHED" for r in children)
+    assert parents[0].info.status == "FINISHED" and parents[0].data.params["compare.correction"] == "holm"
+    report = Path(client.download_artifacts(parents[0].info.run_id, "report/report.md")).read_text()
+    assert "Metric: `val/loss` (lowest is better)" in report
     verdicts = [line for line in report.splitlines() if line.endswith("** |")]
     assert len(verdicts) == 10  # 5 models: 10 pairs
-    assert all(("better" in v) or ("no evidence" in v) for v in verdicts)
-    assert parents[0].data.tags["triad.verdicts"] and "P(A beats B)" in result.stdout
+    # 8 seeds reach Holm's first step (p <= 0.05/10): no pair is "cannot decide"
+    assert all(("better" in v) or ("no evidence" in v) for v in verdicts), verdicts
+    assert "Note:" not in result.stdout  # enough seeds: nothing to warn about before it starts
+    assert parents[0].data.tags["triad.verdicts_holm"] and "P(A beats B)" in result.stdout
 
 
 @pytest.mark.slow
@@ -131,14 +137,19 @@ def test_a_rerun_skips_finished_jobs_and_failures_are_counted(mlruns):
 
 @pytest.mark.slow
 def test_optuna_sweep_gets_the_objective_of_each_trial(mlruns):
+    # sweep=optuna: each trial trains 3 seeds side by side and returns their mean best val/loss.
     run_train(["sweep=optuna", "hydra.sweeper.n_trials=2", *SMALL], mlruns)
     client, parents, children = sweep_record(mlruns)
-    assert len(children) == 2 and parents[0].data.params["sweeper"] == "optuna"
-    report = check_sweep(client, parents[0], children, 2)
+    assert parents[0].data.params["sweeper"] == "optuna" and parents[0].info.status == "FINISHED"
+    assert sorted(r.data.tags["triad.job_num"] for r in children) == ["0"] * 3 + ["1"] * 3
+    report = Path(client.download_artifacts(parents[0].info.run_id, "report/report.md")).read_text()
     assert "## Tuning" in report
     sweep_dir = Path(parents[0].data.tags["triad.sweep_dir"])
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())["best_value"]
-    assert best == pytest.approx(max(r.data.metrics["val/acc_best"] for r in children))
+    trials: dict[str, list[float]] = {}
+    for run in children:
+        trials.setdefault(run.data.tags["triad.job_num"], []).append(run.data.metrics["val/loss_best"])
+    assert best == pytest.approx(min(sum(v) / len(v) for v in trials.values()))  # minimize val/loss
 
 
 # ---------------------------------------------------------------- stopping a sweep
