@@ -28,3 +28,9 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 # process running a job (joblib and submitit workers too) can resolve it.
 if not OmegaConf.has_resolver("triad_root"):
     OmegaConf.register_new_resolver("triad_root", lambda: str(PROJECT_ROOT))
+
+# MLFLOW_TRACKING_URI=http://user:password@host: the user and password move to MLflow's
+# own variables before anything reads the URI, in every process (src/store.py).
+from src.store import split_credentials  # noqa: E402
+
+split_credentials()

@@ -10,6 +10,8 @@ from rich.panel import Panel
 from rich.syntax import Syntax
 from rich.table import Table
 
+from src import redact
+
 console = Console()
 SHOWN_GROUPS = ("data", "model", "loss", "optimizer", "scheduler", "trainer")
 
@@ -38,8 +40,9 @@ def quiet_libraries() -> None:
 
 
 def print_config(cfg: DictConfig, choices: dict[str, str]) -> None:
+    """The composed config, resolved, its secrets masked (src/redact.py)."""
     picked = "  ".join(f"[bold]{g}[/]={choices.get(g)}" for g in SHOWN_GROUPS)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = redact.config(cfg)
     yaml = OmegaConf.to_yaml({k: v for k, v in resolved.items() if k not in ("paths", "callbacks")})
     console.print(Panel(Syntax(yaml, "yaml", background_color="default"), title=picked, expand=False))
 

@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from src import PROJECT_ROOT, redact
 
@@ -39,7 +39,7 @@ def flat_params(cfg: DictConfig) -> dict[str, str]:
 
 def _flat(cfg: DictConfig) -> dict[str, str]:
     """flat_params with the `_target_` keys, which the config hash has always read."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = redact.config(cfg)
     params: dict[str, str] = {}
 
     def walk(prefix: str, value) -> None:

@@ -173,7 +173,7 @@ class Record(NullRecord):
         saved_to = None
         if error is not None:
             try:
-                self.client.log_text(self.id, "".join(traceback.format_exception(error)), "error.txt")
+                self.client.log_text(self.id, redact.text("".join(traceback.format_exception(error))), "error.txt")
                 uri = f"{self.client.get_run(self.id).info.artifact_uri}/error.txt"
                 saved_to = urllib.request.url2pathname(urllib.parse.urlparse(uri).path) if uri.startswith("file:") else uri
             except Exception:
@@ -263,7 +263,7 @@ class Record(NullRecord):
         try:
             logged_model.log(self.client, self.id, module.net, cfg, datamodule)
         except Exception as error:  # the run trained and tested: keep it FINISHED
-            reason = f"{type(error).__name__}: {error}".splitlines()[0][:500]
+            reason = redact.text(f"{type(error).__name__}: {error}".splitlines()[0][:500])
             self.client.set_tag(self.id, LOG_MODEL_ERROR, reason)
             print(f"WARNING: the MLflow model was not logged ({reason}); the checkpoint is in the run.", file=sys.stderr)
             return

@@ -1,5 +1,6 @@
 """The MLflow store: created once (its tables and experiments under a file lock),
-and checked before any work, naming the store and the fix when it cannot take a run.
+and checked before any work, naming the store and the fix when it cannot take a run;
+a tracking server's credentials in MLflow's own variables, never in a shown URI.
 """
 
 import os
@@ -8,11 +9,13 @@ import sqlite3
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from src import redact
 from src.locks import store_lock
 
 if TYPE_CHECKING:  # MLflow is imported where a store is opened: checking one needs none of it
@@ -100,7 +103,7 @@ RUNS_VIEW = "/experiments/{}?workflowType=machine_learning"
 def ui_url(tracking_uri: str, route: str) -> str:
     """A page of the MLflow UI (a hash route) for this store: on its server, or where
     `mlflow ui` serves a local store by default."""
-    base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else LOCAL_UI
+    base = without_credentials(tracking_uri).rstrip("/") if tracking_uri.startswith(("http://", "https://")) else LOCAL_UI
     return f"{base}/#{route}"
 
 
@@ -119,13 +122,13 @@ def problems(tracking_uri: str, key: str = "logger.tracking_uri", existing: bool
     new, empty one would only create it)."""
     shown, problem = tracking_uri, None
     if tracking_uri.startswith(("http://", "https://")):
-        problem = _server_problem(tracking_uri)
+        problem = _credentials_problem(tracking_uri) or _server_problem(tracking_uri)
     elif tracking_uri.startswith("sqlite:///"):
         elsewhere = "or pass another --tracking-uri." if key.startswith("--") else ELSEWHERE
         problem = _sqlite_problem(Path(tracking_uri.removeprefix("sqlite:///")), existing, elsewhere)
     elif tracking_uri.split(":", 1)[0].split("+")[0] in DATABASES:
         shown, problem = _driver_problem(tracking_uri)
-    return [f"{key}={shown}: {problem}"] if problem else []
+    return [f"{key}={redact.text(shown)}: {problem}"] if problem else []
 
 
 def check(tracking_uri: str, key: str = "logger.tracking_uri", existing: bool = False) -> None:
@@ -136,24 +139,101 @@ def check(tracking_uri: str, key: str = "logger.tracking_uri", existing: bool = 
         raise ConfigError(found)
 
 
+# MLflow's own way to a server that asks for credentials: its client sends these, read from
+# the environment at each request, as basic auth (or the token as a bearer).
+USERNAME, PASSWORD, TOKEN = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"
+REFUSED = (401, 403)  # a server (or the proxy before it) that answers, and refuses the credentials
+
+
+def without_credentials(uri: str) -> str:
+    """The URI without its user and password (http://alice:pw@host:5000 -> http://host:5000)."""
+    try:
+        parts = urllib.parse.urlsplit(uri)
+    except ValueError:
+        return redact.text(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def split_credentials(environ=os.environ) -> None:
+    """MLFLOW_TRACKING_URI=http://user:password@host: the user and the password move to
+    MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, and the URI keeps the rest, so
+    that no message or record holds the password (src/__init__.py calls this in every
+    process, before anything reads the URI). Left as it is where those variables hold
+    other credentials: problems() then says so."""
+    uri = environ.get("MLFLOW_TRACKING_URI", "")
+    try:
+        parts = urllib.parse.urlsplit(uri)
+    except ValueError:
+        return
+    if parts.scheme not in ("http", "https") or parts.password is None:
+        return
+    user, password = urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password)
+    if environ.get(USERNAME, user) != user or environ.get(PASSWORD, password) != password:
+        return
+    environ.update({USERNAME: user, PASSWORD: password, "MLFLOW_TRACKING_URI": without_credentials(uri)})
+
+
+def _credentials_problem(tracking_uri: str) -> str | None:
+    try:
+        if urllib.parse.urlsplit(tracking_uri).password is None:
+            return None
+    except ValueError:
+        return None
+    others = (f" ({USERNAME} / {PASSWORD} hold other credentials now: keep one of the two)"
+              if os.environ.get(USERNAME) or os.environ.get(PASSWORD) else "")
+    return (f"a password in the tracking URI would show wherever the URI is printed or recorded. Give the URI "
+            f"without it, and the user and password in {USERNAME} and {PASSWORD}{others}: MLflow's client sends "
+            "them to the server (an MLFLOW_TRACKING_URI with user:password@ in it is split so by itself).")
+
+
 def _server_problem(tracking_uri: str) -> str | None:
-    if (reason := server_unreachable(tracking_uri)) is None:
+    status, reason = _health(tracking_uri)
+    if status in REFUSED:
+        return (f"the server refused the credentials ({reason}). Set {USERNAME} and {PASSWORD} (or {TOKEN}) "
+                "to ones it takes: MLflow's client sends them.")
+    if status is not None and status < 400:
         return None
     return (f"no MLflow server answers there ({reason}). Start it (README, 'Team tracking server'), or point "
             "MLFLOW_TRACKING_URI / logger.tracking_uri at a reachable store; unset it for the local SQLite store.")
 
 
 def server_unreachable(tracking_uri: str, timeout: float = 5.0) -> str | None:
-    """Why a tracking server does not answer (`GET /health`); None when it does, and for
-    a store that is no server."""
+    """Why a tracking server does not answer (`GET /health`); None when it does (refusing
+    the credentials is an answer), and for a store that is no server."""
     if not tracking_uri.startswith(("http://", "https://")):
         return None
+    status, reason = _health(tracking_uri, timeout)
+    return None if status is not None and (status < 400 or status in REFUSED) else reason
+
+
+def _health(tracking_uri: str, timeout: float = 5.0) -> tuple[int | None, str | None]:
+    """(the HTTP status of the server's `GET /health`, None where nothing answers; why it
+    is not 200), asked with the credentials MLflow's client would send: the URI's own
+    user and password, else those of the environment (USERNAME/PASSWORD, TOKEN)."""
+    import base64
+
     try:
-        with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout) as answer:
+        parts = urllib.parse.urlsplit(tracking_uri)
+        user, password = ((urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password))
+                          if parts.password is not None else (os.environ.get(USERNAME), os.environ.get(PASSWORD)))
+    except ValueError as error:
+        return None, redact.text(error)
+    headers = {}
+    if user and password:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    elif token := os.environ.get(TOKEN):
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(f"{without_credentials(tracking_uri).rstrip('/')}/health", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
             answer.read()
-    except (urllib.error.URLError, OSError) as error:
-        return str(getattr(error, "reason", error))
-    return None
+            return answer.status, None
+    except urllib.error.HTTPError as error:
+        return error.code, f"HTTP {error.code} {error.reason}"
+    except (urllib.error.URLError, OSError, ValueError) as error:  # ValueError: http.client's InvalidURL
+        return None, redact.text(getattr(error, "reason", error))
 
 
 def lost_a_race(error: BaseException) -> bool:
@@ -178,7 +258,7 @@ def lost_connection(error: BaseException, tracking_uri: str) -> str | None:
     # The socket's reason, as the message ends with it: "... [Errno 111] Connection refused'))", or
     # for a connection cut mid-request "('Connection aborted.', ConnectionResetError(104, 'Connection
     # reset by peer'))" or "('Connection aborted.', RemoteDisconnected('Remote end closed connection ...'))".
-    text = str(seen)
+    text = redact.text(seen)
     if errno := re.search(r"\[Errno \d+\] [^'\")]+", text):
         return errno.group(0)
     if aborted := re.search(r"'Connection aborted\.', \w+\((?:(\d+), )?'([^']+)'\)", text):

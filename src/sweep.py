@@ -125,6 +125,10 @@ class SweepCallback(Callback):
 
             os.environ[SWEEP_PARENT_ENV] = self.parent_id
         self.job_running = True
+        from src import redact
+
+        redact.mask_output(config)  # in the process that runs the job: a launcher's worker too
+        redact.rewrite_hydra_files(config)  # Hydra has just written them, secrets as typed
 
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
         self.job_running = False

@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from src import PROJECT_ROOT, STARTED
+from src import PROJECT_ROOT, STARTED, redact
 from src.overrides import override_problems
 from src.validate import ConfigError, validate
 
@@ -217,6 +217,7 @@ if __name__ == "__main__":
     if any(flag in sys.argv[1:] for flag in ("--help", "-h")):
         print_help(PROJECT_ROOT / "conf")
         sys.exit(0)
+    redact.mask_output(sys.argv[1:])  # every line printed or logged from here on, Hydra's too
     # Misspelled options and keys, all at once (Hydra would stop at the first).
     if problems := override_problems(sys.argv[1:], PROJECT_ROOT / "conf"):
         print(ConfigError(problems), file=sys.stderr)
