@@ -314,20 +314,28 @@ DATABASES = ("postgresql", "mysql", "mssql")
 DRIVER_PACKAGES = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient"}
 
 
-def _driver_problem(tracking_uri: str) -> tuple[str, str | None]:
-    """(the URI without its password, whether SQLAlchemy's driver for it is missing):
-    the same import SQLAlchemy makes when MLflow opens the store."""
+def missing_driver(uri: str) -> tuple[str, str | None, str | None]:
+    """(the URI without its password, the module of its missing SQLAlchemy driver, the
+    package to install): the import SQLAlchemy makes when MLflow or Optuna opens it;
+    (uri, None, None) where nothing is missing or SQLAlchemy cannot read the URI."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     try:
-        url = make_url(tracking_uri)
+        url = make_url(uri)
         shown = url.render_as_string(hide_password=True)
         url.get_dialect().import_dbapi()
     except (ArgumentError, NoSuchModuleError):
-        return tracking_uri, None  # not a URI SQLAlchemy reads: MLflow's own message says why
+        return uri, None, None  # not a URI SQLAlchemy reads: MLflow's or Optuna's own message says why
     except ImportError as error:
-        package = DRIVER_PACKAGES.get(error.name, error.name)
-        return shown, (f"its database driver is not installed (no module {error.name!r}). Install it "
-                       f"(pip install {package}), or use a sqlite:/// store or an http:// tracking server.")
-    return shown, None
+        return shown, error.name, DRIVER_PACKAGES.get(error.name, error.name)
+    return shown, None, None
+
+
+def _driver_problem(tracking_uri: str) -> tuple[str, str | None]:
+    """(the URI without its password, whether SQLAlchemy's driver for it is missing)."""
+    shown, module, package = missing_driver(tracking_uri)
+    if module is None:
+        return shown, None
+    return shown, (f"its database driver is not installed (no module {module!r}). Install it "
+                   f"(pip install {package}), or use a sqlite:/// store or an http:// tracking server.")

@@ -261,21 +261,12 @@ def storage_problems(storage) -> list[str]:
     driver is not installed fails as the search opens it, after the sweep's parent run."""
     if not isinstance(storage, str) or storage.split(":", 1)[0].split("+")[0] not in store.DATABASES:
         return []
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-    try:
-        url = make_url(storage)
-        shown_url = url.render_as_string(hide_password=True)
-        url.get_dialect().import_dbapi()  # what SQLAlchemy imports when Optuna opens the storage
-    except (ArgumentError, NoSuchModuleError):
-        return []  # not a URL SQLAlchemy reads: Optuna's own message says why
-    except ImportError as error:
-        package = store.DRIVER_PACKAGES.get(error.name, error.name)
-        return [f"hydra.sweeper.storage={shown_url}: the Optuna study's database driver is not installed (no module "
-                f"{error.name!r}). Install it (pip install {package}), or keep the study in SQLite "
-                "(hydra.sweeper.storage=sqlite:///<file>; the default is beside the MLflow store) or in memory (null)."]
-    return []
+    shown_url, module, package = store.missing_driver(storage)
+    if module is None:
+        return []  # installed, or not a URL SQLAlchemy reads: Optuna's own message says why
+    return [f"hydra.sweeper.storage={shown_url}: the Optuna study's database driver is not installed (no module "
+            f"{module!r}). Install it (pip install {package}), or keep the study in SQLite "
+            "(hydra.sweeper.storage=sqlite:///<file>; the default is beside the MLflow store) or in memory (null)."]
 
 
 def folder_problem(folder: Path) -> str | None:
